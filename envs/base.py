@@ -1,0 +1,60 @@
+"""The data types every environment speaks: a `Task` to solve and the `Verdict` of a checker.
+
+`envs` depends on neither `rollout` nor `rl`; the `Env` protocol below only names what an
+environment offers, the episode it verifies is duck-typed (anything with `.completion_text`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Task:
+    """One problem. `payload` carries what the verifier needs (answer, tests, theorem)."""
+
+    id: str
+    env: str
+    prompt: str
+    payload: dict[str, Any] = field(default_factory=dict)
+    seed: int = 0
+    images: tuple[bytes, ...] = ()
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A checker's judgement. `score` is partial credit in [0, 1]; `passed` means full marks.
+
+    `parsed` is False when the answer could not be read in the env's format at all: the
+    format reward looks at it, the outcome reward at `passed`/`score`.
+    """
+
+    passed: bool
+    score: float
+    parsed: bool
+    reason: str = ""
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Env(Protocol):
+    """What the trainer asks of a task family.
+
+    - `sample(n, rng)`: `n` training tasks; never returns a task of the held-out split.
+    - `eval_tasks(n)`: the first `n` tasks of the held-out split, the same on every call.
+    - `verify(task, completion)`: judge a completion text.
+    - `oracle(task)`: a correct completion, for SFT bootstrap data and verifier tests.
+    """
+
+    name: str
+
+    def sample(self, n: int, rng: np.random.Generator) -> list[Task]: ...
+
+    def eval_tasks(self, n: int) -> list[Task]: ...
+
+    def verify(self, task: Task, completion: str) -> Verdict: ...
+
+    def oracle(self, task: Task) -> str: ...

@@ -1,0 +1,96 @@
+"""The `math` environment: generated problems, an exact verifier, an oracle, a held-out split."""
+
+from __future__ import annotations
+
+import hashlib
+from fractions import Fraction
+
+import numpy as np
+
+from envs.base import Task, Verdict
+from envs.math.answer import answers_equal
+from envs.math.generator import LEVELS, format_number, make_problem
+
+_HASH_BUCKETS = 10_000
+
+
+def problem_hash(prompt: str) -> int:
+    # blake2b, not hash(): Python salts str hashes per process, the split must be stable.
+    return int.from_bytes(hashlib.blake2b(prompt.encode(), digest_size=8).digest(), "big")
+
+
+class MathEnv:
+    """Arithmetic and algebra with exact answers.
+
+    A problem is held out iff `hash(prompt) mod 10000 < heldout_fraction·10000`; `sample`
+    rejects held-out problems, `eval_tasks` draws only them, so training never sees an
+    evaluation problem.
+    """
+
+    name = "math"
+
+    def __init__(self, levels=(1, 2, 3), eval_size: int = 256, eval_seed: int = 1234, heldout_fraction: float = 0.1):
+        bad = [lv for lv in levels if lv not in LEVELS]
+        if bad or not levels:
+            raise ValueError(f"math levels must be among {LEVELS}, got {list(levels)}")
+        self.levels = tuple(levels)
+        self.eval_size = eval_size
+        self.eval_seed = eval_seed
+        self.threshold = int(heldout_fraction * _HASH_BUCKETS)
+        self._eval_cache: list[Task] | None = None
+
+    def is_heldout(self, prompt: str) -> bool:
+        return problem_hash(prompt) % _HASH_BUCKETS < self.threshold
+
+    def _task(self, prompt: str, answer: Fraction, level: int, seed: int = 0) -> Task:
+        return Task(
+            id=f"math/{problem_hash(prompt):016x}",
+            env=self.name,
+            prompt=prompt,
+            payload={"answer": format_number(answer), "level": level},
+            seed=seed,
+        )
+
+    def _draw(self, rng: np.random.Generator, heldout: bool) -> Task:
+        while True:
+            level = self.levels[int(rng.integers(len(self.levels)))]
+            prompt, answer = make_problem(level, rng)
+            if self.is_heldout(prompt) == heldout:
+                return self._task(prompt, answer, level)
+
+    def sample(self, n: int, rng: np.random.Generator) -> list[Task]:
+        return [self._draw(rng, heldout=False) for _ in range(n)]
+
+    def eval_tasks(self, n: int | None = None) -> list[Task]:
+        n = self.eval_size if n is None else n
+        if self._eval_cache is None or len(self._eval_cache) < n:
+            rng = np.random.default_rng(self.eval_seed)
+            seen: set[str] = set()
+            tasks: list[Task] = []
+            misses = 0
+            # distinct problems while the held-out space lasts (level 1 has only ~20 of them)
+            while len(tasks) < n:
+                t = self._draw(rng, heldout=True)
+                if t.prompt in seen and misses < 50 * n:
+                    misses += 1
+                    continue
+                seen.add(t.prompt)
+                tasks.append(t)
+            self._eval_cache = tasks
+        return list(self._eval_cache[:n])
+
+    def verify(self, task: Task, completion: str) -> Verdict:
+        expected = Fraction(task.payload["answer"])
+        passed, parsed = answers_equal(completion, expected)
+        reason = "correct" if passed else ("wrong answer" if parsed else "unreadable answer")
+        return Verdict(passed=passed, score=1.0 if passed else 0.0, parsed=parsed, reason=reason)
+
+    def oracle(self, task: Task) -> str:
+        return task.payload["answer"]
+
+    def alphabet(self) -> str:
+        return "0123456789+-*/=x; "
+
+    def corpus(self, n: int, seed: int = 0) -> list[str]:
+        rng = np.random.default_rng(seed)
+        return [t.prompt + self.oracle(t) for t in self.sample(n, rng)]

@@ -1,0 +1,65 @@
+"""Checkpoints: model, optimizer, RNG states and loop position, written atomically.
+
+A checkpoint is a folder `checkpoints/step_000040/` written under a temporary name and renamed
+into place when complete, so a run killed mid-write leaves the previous checkpoint intact.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+
+def checkpoint_dir(run_dir: Path) -> Path:
+    return Path(run_dir) / "checkpoints"
+
+
+def save_checkpoint(run_dir: Path, step: int, model: torch.nn.Module, optimizer: Any, extra: dict[str, Any], keep: int = 2) -> Path:
+    root = checkpoint_dir(run_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"step_{step:06d}"
+    tmp = root / f".step_{step:06d}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    torch.save(model.state_dict(), tmp / "model.pt")
+    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+    torch.save(
+        {
+            "step": step,
+            "python_rng": random.getstate(),
+            "numpy_rng": np.random.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "extra": extra,
+        },
+        tmp / "state.pt",
+    )
+    for f in tmp.iterdir():  # the rename below must not publish data still in the page cache only
+        with open(f, "rb") as fh:
+            os.fsync(fh.fileno())
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(tmp, final)
+    for old in sorted(p for p in root.glob("step_*") if p.is_dir())[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    found = sorted(p for p in checkpoint_dir(run_dir).glob("step_*") if p.is_dir())
+    return found[-1] if found else None
+
+
+def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: Any) -> dict[str, Any]:
+    """Restore weights, optimizer and global RNGs in place; returns {"step", "extra"}."""
+    model.load_state_dict(torch.load(path / "model.pt", map_location="cpu", weights_only=True))
+    optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location="cpu", weights_only=True))
+    state = torch.load(path / "state.pt", weights_only=False)
+    random.setstate(state["python_rng"])
+    np.random.set_state(state["numpy_rng"])
+    torch.set_rng_state(state["torch_rng"])
+    return {"step": state["step"], "extra": state["extra"]}

@@ -1,0 +1,259 @@
+"""The experiment schema: every YAML key, its type, default and meaning.
+
+An experiment file is validated completely before anything starts (no Ray, no MLflow run, no
+run directory). Errors are reported as one `ConfigError` naming the key path and the fix; the
+CLI turns it into exit status 2. `swarmrl config --explain` prints this schema.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from rewards.schedule import RewardsConfig
+
+
+class ConfigError(Exception):
+    """A bad experiment file or override. The message names the key and the fix."""
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class RunConfig(Section):
+    name: str = Field("run", description="Run name; the run directory is `<runs_dir>/<name>`.")
+    seed: int = Field(0, description="Seed for task sampling, rollout sampling and model init.")
+    runs_dir: str = Field("runs", description="Root for run directories, the SFT cache and the default MLflow store.")
+    device: Literal["cpu", "cuda", "auto"] = Field("auto", description="Learner device; `auto` picks cuda when present.")
+    torch_threads: int = Field(0, ge=0, description="Threads for torch in the learner process; 0 keeps torch's default.")
+
+
+class ClusterConfig(Section):
+    address: str | None = Field(
+        None,
+        description="Ray address to join (`auto`, `ray://host:10001`, `host:6379`). Empty: start an embedded local instance.",
+    )
+    num_cpus: int | None = Field(None, ge=1, description="CPUs the embedded Ray instance may use; empty: all of them.")
+    dashboard: bool = Field(False, description="Start the Ray dashboard with the embedded instance.")
+
+
+class PolicyConfig(Section):
+    path: str | None = Field(
+        None,
+        description="Local folder of a Hugging Face causal LM (config + weights + tokenizer). Empty: build `arch` from the fields below with random init.",
+    )
+    arch: Literal["llama", "qwen2"] = Field("llama", description="Architecture of a model built from config.")
+    hidden_size: int = Field(128, ge=8, description="Model width.")
+    num_layers: int = Field(4, ge=1, description="Transformer blocks.")
+    num_heads: int = Field(4, ge=1, description="Attention (query) heads.")
+    num_kv_heads: int | None = Field(None, ge=1, description="Key/value heads (GQA); empty: equal to num_heads.")
+    head_dim: int = Field(32, ge=32, description="Per-head width; at least 32 so vLLM's CPU backend can serve the model.")
+    intermediate_size: int = Field(512, ge=8, description="MLP width.")
+    max_position_embeddings: int = Field(256, ge=16, description="Longest prompt + completion, in tokens.")
+    tie_embeddings: bool = Field(False, description="Share the input embedding and the output head.")
+    tokenizer: str | None = Field(
+        None, description="Tokenizer file/folder; empty: the model folder's, or the built-in character tokenizer."
+    )
+
+    @model_validator(mode="after")
+    def _heads_divide(self) -> "PolicyConfig":
+        kv = self.num_kv_heads or self.num_heads
+        if self.num_heads % kv:
+            raise ValueError(f"num_heads ({self.num_heads}) must be a multiple of num_kv_heads ({kv})")
+        return self
+
+
+class SFTConfig(Section):
+    enabled: bool = Field(True, description="Bootstrap the policy on oracle solutions before RL (cached by content hash).")
+    examples: int = Field(4000, ge=1, description="Oracle demonstrations sampled from the training split.")
+    epochs: float = Field(1.0, gt=0, description="Passes over the demonstrations.")
+    max_steps: int = Field(-1, description="Stop after this many optimizer steps (-1: run all epochs).")
+    batch_size: int = Field(32, ge=1, description="Demonstrations per optimizer step.")
+    lr: float = Field(1e-3, gt=0, description="AdamW learning rate for SFT.")
+    cache: bool = Field(True, description="Reuse a finished SFT checkpoint with the same policy/env/sft settings.")
+
+
+class RolloutConfig(Section):
+    engine: Literal["hf"] = Field("hf", description="Generation engine: `hf` (transformers, runs anywhere).")
+    num_workers: int = Field(1, ge=1, description="Rollout worker actors.")
+    cpus_per_worker: float = Field(1.0, gt=0, description="Ray CPUs reserved by each rollout worker.")
+    gpus_per_worker: float = Field(0.0, ge=0, description="Ray GPUs reserved by each rollout worker.")
+    torch_threads: int = Field(0, ge=0, description="torch threads inside a worker; 0: its CPU reservation (at least 1).")
+    group_size: int = Field(8, ge=1, description="Completions sampled per task (G).")
+    max_new_tokens: int = Field(16, ge=1, description="Completion length cap; a completion that hits it ends with reason `length`.")
+    temperature: float = Field(1.0, ge=0, description="Sampling temperature; 0 is greedy.")
+    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling mass.")
+    max_staleness: int = Field(0, ge=0, le=0, description="Policy versions a rollout may lag the learner (0: synchronous; only 0 is implemented).")
+    batch_size: int = Field(256, ge=1, description="Prompts per generate call inside a worker.")
+
+
+class EnvConfig(Section):
+    name: Literal["math"] = Field(..., description="Task family.")
+    levels: list[int] = Field([1, 2, 3], min_length=1, description="Difficulty levels to sample from (math: 1-6).")
+    eval_size: int = Field(256, ge=1, description="Held-out problems used for evaluation; training never samples them.")
+    heldout_fraction: float = Field(0.1, gt=0, lt=1, description="Share of the problem space reserved for held-out evaluation.")
+
+
+class AlgorithmConfig(Section):
+    advantage: Literal["grpo", "rloo", "dr_grpo"] = Field("grpo", description="Group-relative advantage estimator.")
+    policy_loss: Literal["ppo_clip"] = Field("ppo_clip", description="Per-token surrogate loss.")
+    clip_low: float = Field(0.2, ge=0, lt=1, description="Ratio clip below 1 (PPO epsilon).")
+    clip_high: float = Field(0.28, ge=0, description="Ratio clip above 1 (DAPO clip-higher).")
+    loss_agg: Literal["token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm"] = Field(
+        "token_mean", description="How per-token losses are averaged (token_mean: DAPO)."
+    )
+    kl_coef: float = Field(0.0, ge=0, description="Weight of the KL penalty to the initial policy (0: no reference model).")
+    kl_estimator: Literal["k1", "k2", "k3"] = Field("k3", description="KL estimator for the penalty.")
+    dynamic_sampling: bool = Field(True, description="Drop groups whose rewards are all equal (zero advantage).")
+    epochs: int = Field(1, ge=1, description="Passes of the learner over each rollout batch.")
+    minibatch_size: int = Field(0, ge=0, description="Completions per optimizer step; 0: the whole batch is one step.")
+
+
+class OptimizerConfig(Section):
+    name: Literal["muonclip", "adamw"] = Field("muonclip", description="`muonclip`: Muon on hidden matrices + AdamW elsewhere + QK-Clip; `adamw`: AdamW everywhere.")
+    lr: float = Field(0.02, gt=0, description="Muon learning rate (hidden matrices).")
+    adamw_lr: float = Field(3e-3, gt=0, description="AdamW learning rate (embeddings, head, norms, biases; all params with `adamw`).")
+    weight_decay: float = Field(0.0, ge=0, description="Decoupled weight decay.")
+    momentum: float = Field(0.95, ge=0, lt=1, description="Muon momentum.")
+    betas: tuple[float, float] = Field((0.9, 0.95), description="AdamW betas.")
+    qk_clip_tau: float = Field(100.0, gt=0, description="QK-Clip threshold on the max pre-softmax attention logit per head.")
+    qk_clip: bool = Field(True, description="Apply QK-Clip after each step (muonclip only).")
+    grad_clip: float = Field(1.0, ge=0, description="Global gradient-norm clip (0: off).")
+
+
+class TrainConfig(Section):
+    steps: int = Field(100, ge=1, description="RL steps (one rollout batch + learner update each).")
+    tasks_per_step: int = Field(32, ge=1, description="Tasks sampled per step; completions per step = tasks_per_step * group_size.")
+    eval_every: int = Field(20, ge=0, description="Held-out pass@1 every this many steps (0: only at start and end).")
+    eval_temperature: float | None = Field(None, ge=0, description="Sampling temperature for evaluation; empty: rollout.temperature.")
+    max_minutes: float | None = Field(None, gt=0, description="Stop (after a final eval and checkpoint) when RL wall time exceeds this.")
+
+
+class TrackingConfig(Section):
+    uri: str | None = Field(None, description="MLflow tracking URI; empty: `sqlite:///<runs_dir>/mlflow.db`.")
+    experiment: str = Field("swarmrl", description="MLflow experiment name.")
+    sample_episodes: int = Field(8, ge=0, description="Episodes logged as a JSON artifact at each eval step.")
+    progress: bool = Field(True, description="Show a progress bar with ETA on the console.")
+
+
+class CheckpointConfig(Section):
+    every: int = Field(50, ge=0, description="Checkpoint every this many steps (0: only at the end).")
+    keep: int = Field(2, ge=1, description="Checkpoints kept on disk (oldest removed first).")
+
+
+class ExperimentConfig(Section):
+    run: RunConfig = Field(default_factory=RunConfig, description="Run identity and seeds.")
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig, description="Where Ray runs.")
+    policy: PolicyConfig = Field(..., description="The model being trained.")
+    sft: SFTConfig = Field(default_factory=SFTConfig, description="Supervised bootstrap before RL.")
+    rollout: RolloutConfig = Field(default_factory=RolloutConfig, description="Generation.")
+    env: EnvConfig = Field(..., description="The task family.")
+    rewards: RewardsConfig = Field(default_factory=RewardsConfig, description="Reward components and their weight schedules.")
+    algorithm: AlgorithmConfig = Field(default_factory=AlgorithmConfig, description="Advantages and policy loss.")
+    optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig, description="Learner optimizer.")
+    train: TrainConfig = Field(default_factory=TrainConfig, description="Loop length and evaluation.")
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig, description="MLflow and console output.")
+    checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig, description="Checkpoints for resume.")
+
+    def fingerprint(self, *sections: str) -> str:
+        """A short content hash of the named sections (e.g. the SFT cache key)."""
+        data = {s: getattr(self, s).model_dump(mode="json") for s in sections}
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
+    """Read an experiment YAML, apply `a.b=c` overrides, validate. Raises `ConfigError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such experiment file")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e)
+        raise ConfigError(f"{path}:{where}: YAML syntax error: {problem}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections, got {type(data).__name__}")
+    for item in overrides or []:
+        apply_override(data, item)
+    return validate_config(data, source=str(path))
+
+
+def apply_override(data: dict, item: str) -> None:
+    """`a.b.c=value`: the value is parsed as YAML (`3`, `true`, `[1,2]`, `null`)."""
+    key, sep, raw = item.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"override {item!r}: expected KEY=VALUE, e.g. train.steps=10")
+    try:
+        value = yaml.safe_load(raw) if raw else ""
+    except yaml.YAMLError:
+        value = raw
+    node = data
+    parts = key.split(".")
+    for p in parts[:-1]:
+        nxt = node.get(p)
+        if nxt is None:
+            nxt = node[p] = {}
+        if not isinstance(nxt, dict):
+            raise ConfigError(f"override {item!r}: {p!r} is not a section")
+        node = nxt
+    node[parts[-1]] = value
+
+
+def validate_config(data: dict[str, Any], source: str = "<config>") -> ExperimentConfig:
+    try:
+        return ExperimentConfig.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(_explain_validation_error(e, data, source)) from None
+
+
+def _explain_validation_error(err: ValidationError, data: dict, source: str) -> str:
+    first = err.errors()[0]
+    loc = [str(p) for p in first["loc"] if not str(p).startswith("function-")]
+    key = ".".join(loc) or "<top level>"
+    kind = first["type"]
+    if kind == "extra_forbidden":
+        parent = _model_at(loc[:-1])
+        known = sorted(parent.model_fields) if parent else []
+        guess = difflib.get_close_matches(loc[-1], known, n=1)
+        hint = f" Did you mean {'.'.join(loc[:-1] + [guess[0]])!r}?" if guess else ""
+        where = ".".join(loc[:-1]) or "the top level"
+        return f"{source}: unknown key {key!r}.{hint} Keys allowed in {where}: {', '.join(known)}."
+    if kind == "missing":
+        if len(loc) == 1:
+            return (
+                f"{source}: missing section {key!r}. Add a `{key}:` mapping "
+                f"(see `swarmrl config --explain {key}`)."
+            )
+        return f"{source}: missing key {key!r}: it has no default, set it in the YAML."
+    got = first.get("input")
+    got_s = repr(got) if not isinstance(got, dict) else "a mapping"
+    return f"{source}: invalid value for {key!r}: {first['msg']} (got {got_s}). See `swarmrl config --explain {loc[0]}`."
+
+
+def _model_at(loc: list[str]) -> type[BaseModel] | None:
+    model: type[BaseModel] = ExperimentConfig
+    for part in loc:
+        field = model.model_fields.get(part)
+        ann = getattr(field, "annotation", None) if field else None
+        if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
+            return None
+        model = ann
+    return model
+
+
+def to_yaml(cfg: ExperimentConfig) -> str:
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,25 @@
+"""Held-out evaluation: sampled pass@1 on the env's evaluation split."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from envs.base import Env, Task
+from rollout.collect import collect
+from rollout.engines.base import SamplingParams
+from rollout.episode import Episode
+
+
+def evaluate(workers: list, env: Env, tasks: list[Task], tokenizer, params: SamplingParams, seed: int) -> tuple[dict[str, float], list[Episode]]:
+    """One sample per held-out task. Returns metrics (overall and per level) and the episodes."""
+    episodes = collect(workers, tasks, tokenizer, params, group_size=1, seed=seed, step=-1)
+    by_level: dict[str, list[float]] = defaultdict(list)
+    for task, ep in zip(tasks, episodes):
+        verdict = env.verify(task, ep.completion_text)
+        ep.verdict = {"passed": verdict.passed, "parsed": verdict.parsed, "reason": verdict.reason}
+        by_level["all"].append(float(verdict.passed))
+        level = task.payload.get("level")
+        if level is not None:
+            by_level[f"level{level}"].append(float(verdict.passed))
+    metrics = {f"eval/pass@1_{k}" if k != "all" else "eval/pass@1": sum(v) / len(v) for k, v in by_level.items()}
+    return metrics, episodes

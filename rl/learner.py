@@ -1,0 +1,117 @@
+"""The learner: recompute log-probs, take the policy-gradient step, apply QK-Clip.
+
+One `update(batch)` is `algorithm.epochs` passes over the batch in minibatches. The QK probe
+records each head's max pre-softmax logit during the learner's forward passes; after the
+optimizer step QK-Clip rescales the heads that went over `tau`.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+
+import torch
+from transformers import PreTrainedModel
+
+from policies.qk_probe import probe_qk, read_max_logits
+from rl.algorithms import entropy_from_logits, get_policy_loss, token_logprobs
+from rl.batch import TrainBatch
+from rl.config import ExperimentConfig
+from rl.optim import build_optimizer, qk_clip
+
+
+class Learner:
+    def __init__(self, model: PreTrainedModel, cfg: ExperimentConfig):
+        self.model = model
+        self.cfg = cfg
+        o = cfg.optimizer
+        self.optimizer = build_optimizer(
+            model,
+            name=o.name,
+            lr=o.lr,
+            adamw_lr=o.adamw_lr,
+            weight_decay=o.weight_decay,
+            momentum=o.momentum,
+            betas=tuple(o.betas),
+        )
+        self.loss_fn = get_policy_loss(cfg.algorithm.policy_loss)
+        self.ref_model = None
+        if cfg.algorithm.kl_coef > 0:
+            self.ref_model = copy.deepcopy(model).eval().requires_grad_(False)
+        self.temperature = cfg.rollout.temperature or 1.0
+
+    def _logprobs(self, model: PreTrainedModel, batch: TrainBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits[:, :-1]  # [B, L-1, V]
+        logits = logits.float() / self.temperature
+        return token_logprobs(logits, batch.input_ids[:, 1:]), logits  # [B, L-1]
+
+    def update(self, batch: TrainBatch) -> dict[str, float]:
+        a = self.cfg.algorithm
+        t0 = time.perf_counter()
+        self.model.train()
+        mb = a.minibatch_size or len(batch)
+        sums: dict[str, float] = {}
+        count, skipped = 0, 0
+        probing = self.cfg.optimizer.name == "muonclip" and self.cfg.optimizer.qk_clip
+        max_qk = 0.0
+        clipped_heads = 0
+        for _ in range(a.epochs):
+            for start in range(0, len(batch), mb):
+                part = batch.select(slice(start, start + mb))
+                with probe_qk(self.model):
+                    logprobs, logits = self._logprobs(self.model, part)
+                    ref = None
+                    if self.ref_model is not None:
+                        with torch.no_grad():
+                            ref, _ = self._logprobs(self.ref_model, part)
+                    loss, metrics = self.loss_fn(
+                        logprobs,
+                        part.old_logprobs,
+                        part.advantages,
+                        part.completion_mask,
+                        clip_low=a.clip_low,
+                        clip_high=a.clip_high,
+                        agg_mode=a.loss_agg,
+                        norm_len=self.cfg.rollout.max_new_tokens,
+                        ref_logprobs=ref,
+                        kl_coef=a.kl_coef,
+                        kl_estimator=a.kl_estimator,
+                    )
+                with torch.no_grad():
+                    ent = entropy_from_logits(logits)
+                    metrics["entropy"] = float((ent * part.completion_mask).sum() / part.completion_mask.sum().clamp(min=1))
+                if not torch.isfinite(loss):
+                    skipped += 1
+                    self.optimizer.zero_grad(set_to_none=True)
+                    continue
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                gn = self.cfg.optimizer.grad_clip
+                grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), gn if gn > 0 else math.inf)
+                metrics["grad_norm"] = float(grad_norm)
+                if not torch.isfinite(grad_norm):
+                    skipped += 1
+                    self.optimizer.zero_grad(set_to_none=True)
+                    continue
+                self.optimizer.step()
+                logits_by_layer = read_max_logits(self.model, reset=True)
+                if logits_by_layer:
+                    max_qk = max(max_qk, max(float(v.max()) for v in logits_by_layer.values()))
+                if probing:
+                    stats = qk_clip(self.model, logits_by_layer, self.cfg.optimizer.qk_clip_tau)
+                    clipped_heads += int(stats.get("clipped_heads", 0))
+                for k, v in metrics.items():
+                    sums[k] = sums.get(k, 0.0) + float(v)
+                count += 1
+        self.model.eval()
+        out = {f"learner/{k}": v / max(count, 1) for k, v in sums.items()}
+        out.update(
+            {
+                "learner/skipped_steps": skipped,
+                "learner/qk_max_logit": max_qk,
+                "learner/qk_clipped_heads": clipped_heads,
+                "time/learner_s": time.perf_counter() - t0,
+            }
+        )
+        return out

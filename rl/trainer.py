@@ -1,0 +1,192 @@
+"""Outcome-reward RL, the whole loop.
+
+The algorithm is GRPO-family policy gradient with verifiable rewards:
+
+  for each step:
+    1. sample `tasks_per_step` training tasks from the env (never the held-out split);
+    2. sample `group_size` completions per task with the current policy (Ray rollout workers);
+    3. verify each completion and score it: reward components (outcome, format, ...) weighted
+       by their schedule at this step;
+    4. advantages relative to the task's group (GRPO / RLOO / Dr. GRPO); groups whose rewards
+       are all equal carry no signal and are dropped (dynamic sampling);
+    5. a clipped-ratio (PPO/DAPO) policy-gradient step on the completion tokens, with Muon on the
+       hidden matrices, AdamW elsewhere, and QK-Clip on attention heads whose logits grow past tau;
+    6. push the new weights to the rollout workers (one object-store put);
+    7. log metrics to MLflow, write the step's episodes to Parquet, evaluate and checkpoint on
+       schedule.
+
+Rollouts are synchronous (`rollout.max_staleness = 0`): every completion is sampled by the
+policy being updated, so the sampler log-probs are the "old" log-probs of the PPO ratio.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from envs.registry import make_env
+from rewards.scoring import score_batch
+from rl.algorithms import get_advantage, nonzero_variance_groups
+from rl.batch import build_batch
+from rl.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from rl.config import ExperimentConfig, to_yaml
+from rl.console import Console
+from rl.evaluate import evaluate
+from rl.learner import Learner
+from rl.sft import run_sft
+from rl.tracking import Tracker, default_uri
+from rollout.collect import collect
+from rollout.engines.base import SamplingParams
+from rollout.episode import write_parquet
+from rollout.worker import push_weights, spawn_workers
+
+
+def train(cfg: ExperimentConfig, run_dir: Path, *, resume: bool = False) -> dict[str, float]:
+    """Run (or resume) one experiment in `run_dir`. Returns the final metrics."""
+    console = Console(enabled=cfg.tracking.progress)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(to_yaml(cfg))
+    if cfg.run.torch_threads:
+        torch.set_num_threads(cfg.run.torch_threads)
+    torch.manual_seed(cfg.run.seed)
+
+    env = make_env(cfg.env.name, levels=tuple(cfg.env.levels), eval_size=cfg.env.eval_size, heldout_fraction=cfg.env.heldout_fraction)
+    policy_cfg = cfg.policy
+    if cfg.sft.enabled:
+        policy_cfg = cfg.policy.model_copy(update={"path": str(run_sft(cfg, env, log=console.log))})
+
+    from policies.model import build_policy
+
+    model, tokenizer = build_policy(policy_cfg, seed=cfg.run.seed)
+    learner = Learner(model, cfg)
+    start_step = 0
+    ckpt = latest_checkpoint(run_dir) if resume else None
+    if ckpt is not None:
+        start_step = load_checkpoint(ckpt, model, learner.optimizer)["step"]
+        console.log(f"resumed from {ckpt} (step {start_step})")
+
+    workers = _start_ray_and_workers(cfg, policy_cfg, console)
+    tracker = Tracker(
+        cfg.tracking.uri or default_uri(cfg.run.runs_dir), cfg.tracking.experiment, run_dir, cfg.run.name, cfg.model_dump(mode="json")
+    )
+    if start_step == 0:
+        tracker.log_artifact(run_dir / "config.yaml")
+    push_weights(workers, model.state_dict(), version=start_step)
+
+    params = SamplingParams(max_new_tokens=cfg.rollout.max_new_tokens, temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p)
+    eval_params = SamplingParams(
+        max_new_tokens=cfg.rollout.max_new_tokens,
+        temperature=cfg.rollout.temperature if cfg.train.eval_temperature is None else cfg.train.eval_temperature,
+        top_p=cfg.rollout.top_p,
+    )
+    eval_tasks = env.eval_tasks(cfg.env.eval_size)
+    advantage_fn = get_advantage(cfg.algorithm.advantage)
+
+    def run_eval(step: int) -> dict[str, float]:
+        # The eval seed is fixed so that successive evaluations differ only by the policy.
+        metrics, episodes = evaluate(workers, env, eval_tasks, tokenizer, eval_params, seed=cfg.run.seed + 7_777_777)
+        tracker.log_metrics(metrics, step)
+        if cfg.tracking.sample_episodes and step > tracker.logged_until:
+            sample = [e.to_record() for e in episodes[: cfg.tracking.sample_episodes]]
+            tracker.log_dict(sample, f"episodes/eval_step_{step:06d}.json")
+        console.log(f"step {step}: held-out pass@1 {metrics['eval/pass@1']:.3f} on {len(eval_tasks)} problems")
+        return metrics
+
+    last_eval = run_eval(0) if start_step == 0 else {}
+    rl_t0 = time.perf_counter()
+    step = start_step
+    console.start(total=cfg.train.steps, completed=start_step)
+    try:
+        for step in range(start_step + 1, cfg.train.steps + 1):
+            t0 = time.perf_counter()
+
+            # 1-2. tasks and rollouts
+            tasks = env.sample(cfg.train.tasks_per_step, np.random.default_rng([cfg.run.seed, step]))
+            episodes = collect(workers, tasks, tokenizer, params, group_size=cfg.rollout.group_size, seed=cfg.run.seed * 100_003 + step, step=step)
+            t_rollout = time.perf_counter() - t0
+
+            # 3. verify and score
+            verdicts = [env.verify(tasks[e.group], e.completion_text) for e in episodes]
+            scored = score_batch(episodes, [tasks[e.group] for e in episodes], verdicts, cfg.rewards, step)
+            for e, v, r in zip(episodes, verdicts, scored.breakdowns):
+                e.verdict = {"passed": v.passed, "score": v.score, "parsed": v.parsed, "reason": v.reason}
+                e.reward = r
+
+            # 4. group-relative advantages, dynamic sampling
+            rewards = torch.tensor([e.reward.total for e in episodes], dtype=torch.float32)
+            groups = torch.tensor([e.group for e in episodes], dtype=torch.long)
+            advantages = advantage_fn(rewards, groups)
+            keep = nonzero_variance_groups(rewards, groups) if cfg.algorithm.dynamic_sampling else torch.ones_like(rewards, dtype=torch.bool)
+            for e, a in zip(episodes, advantages.tolist()):
+                e.advantage = a
+
+            # 5. learner step (skipped when no group carries signal)
+            metrics: dict[str, float] = {}
+            kept = [e for e, k in zip(episodes, keep.tolist()) if k]
+            if kept:
+                batch = build_batch(kept, [e.advantage for e in kept], tokenizer.pad_token_id)
+                metrics.update(learner.update(batch))
+
+            # 6. new weights to the rollout workers
+            push_weights(workers, model.state_dict(), version=step)
+
+            # 7. bookkeeping
+            write_parquet(episodes, run_dir / "episodes" / f"step_{step:06d}.parquet")
+            step_s = time.perf_counter() - t0
+            n_tokens = sum(len(e.completion_ids) for e in episodes)
+            metrics.update(scored.metrics)
+            metrics.update(
+                {
+                    "reward/mean": float(rewards.mean()),
+                    "train/pass_rate": float(np.mean([v.passed for v in verdicts])),
+                    "train/kept_fraction": float(keep.float().mean()),
+                    "train/completion_tokens": n_tokens / len(episodes),
+                    "rollout/completions_per_s": len(episodes) / t_rollout,
+                    "rollout/tokens_per_s": n_tokens / t_rollout,
+                    "time/rollout_s": t_rollout,
+                    "time/step_s": step_s,
+                    "time/rl_wall_s": time.perf_counter() - rl_t0,
+                }
+            )
+            out_of_time = cfg.train.max_minutes is not None and (time.perf_counter() - rl_t0) > 60 * cfg.train.max_minutes
+            final = step == cfg.train.steps or out_of_time
+            if final or (cfg.train.eval_every and step % cfg.train.eval_every == 0):
+                last_eval = run_eval(step)
+                metrics.update(last_eval)
+            tracker.log_metrics(metrics, step)
+            console.advance(step, reward=metrics["reward/mean"], pass_rate=metrics["train/pass_rate"], heldout=last_eval.get("eval/pass@1"))
+            if final or (cfg.checkpoint.every and step % cfg.checkpoint.every == 0):
+                save_checkpoint(run_dir, step, model, learner.optimizer, {"mlflow_run_id": tracker.run_id}, keep=cfg.checkpoint.keep)
+            if out_of_time:
+                console.log(f"stopping after step {step}: train.max_minutes={cfg.train.max_minutes} reached")
+                break
+    except BaseException:
+        console.stop()
+        tracker.finish("FAILED")
+        raise
+    console.stop()
+    tracker.finish()
+    summary = {"step": step, **last_eval}
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def _start_ray_and_workers(cfg: ExperimentConfig, policy_cfg, console: Console) -> list:
+    import ray
+
+    if not ray.is_initialized():
+        if cfg.cluster.address:
+            ray.init(address=cfg.cluster.address, log_to_driver=True)
+        else:
+            ray.init(num_cpus=cfg.cluster.num_cpus, include_dashboard=cfg.cluster.dashboard, log_to_driver=True, configure_logging=False)
+    spec = {"policy": policy_cfg.model_dump(), "path": policy_cfg.path, "tokenizer": policy_cfg.tokenizer or policy_cfg.path}
+    r = cfg.rollout
+    workers = spawn_workers(
+        r.num_workers, spec, engine=r.engine, batch_size=r.batch_size, cpus=r.cpus_per_worker, gpus=r.gpus_per_worker, torch_threads=r.torch_threads
+    )
+    console.log(f"{len(workers)} rollout worker(s) ready")
+    return workers

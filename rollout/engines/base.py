@@ -1,0 +1,36 @@
+"""The engine interface every generation backend implements (`hf` here, `vllm` on GPU)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping, Protocol
+
+import torch
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    max_new_tokens: int = 16
+    temperature: float = 1.0  # 0: greedy
+    top_p: float = 1.0
+    stop_token_ids: tuple[int, ...] = ()  # besides the tokenizer's EOS
+
+
+@dataclass
+class Completion:
+    """One sampled continuation.
+
+    `logprobs[i]` is log p(token_ids[i]) under the temperature-scaled policy before top-p
+    truncation: the same quantity the learner recomputes, so their ratio is the importance ratio.
+    """
+
+    token_ids: list[int]
+    logprobs: list[float]
+    finish_reason: str  # "stop" (EOS or a stop token, included in token_ids) | "length"
+    extra: dict = field(default_factory=dict)
+
+
+class Engine(Protocol):
+    def generate(self, prompts: list[list[int]], params: SamplingParams, seed: int) -> list[Completion]: ...
+
+    def load_weights(self, named_tensors: Mapping[str, torch.Tensor]) -> None: ...

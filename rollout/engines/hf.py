@@ -1,0 +1,95 @@
+"""`hf` engine: batched sampling from a transformers causal LM with a KV cache.
+
+Prompts are left-padded into one batch; each decode step feeds one token per row and reuses
+the cache. Rows that finished keep feeding padding (masked out) until every row is done or the
+token budget is spent. Sampling is seeded per call, so a step's rollouts are reproducible.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import torch
+from transformers import DynamicCache, PreTrainedModel
+
+from rollout.engines.base import Completion, SamplingParams
+
+
+class HFEngine:
+    def __init__(self, model: PreTrainedModel, eos_token_id: int, pad_token_id: int, batch_size: int = 256):
+        self.model = model.eval()
+        self.eos_token_id = eos_token_id
+        self.pad_token_id = pad_token_id
+        self.batch_size = batch_size
+
+    def load_weights(self, named_tensors: Mapping[str, torch.Tensor]) -> None:
+        self.model.load_state_dict(dict(named_tensors), strict=True)
+
+    @torch.inference_mode()
+    def generate(self, prompts: list[list[int]], params: SamplingParams, seed: int) -> list[Completion]:
+        gen = torch.Generator().manual_seed(seed)
+        out: list[Completion] = []
+        for start in range(0, len(prompts), self.batch_size):
+            out.extend(self._generate_batch(prompts[start : start + self.batch_size], params, gen))
+        return out
+
+    def _generate_batch(self, prompts: list[list[int]], params: SamplingParams, gen: torch.Generator) -> list[Completion]:
+        device = self.model.device
+        n, width = len(prompts), max(len(p) for p in prompts)
+        ids = torch.full((n, width), self.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((n, width), dtype=torch.long)
+        for i, p in enumerate(prompts):
+            ids[i, width - len(p) :] = torch.tensor(p)
+            mask[i, width - len(p) :] = 1
+        ids, mask = ids.to(device), mask.to(device)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)  # [n, width]
+        stops = torch.tensor(sorted({self.eos_token_id, *params.stop_token_ids}), device=device)
+
+        cache = DynamicCache()
+        logits = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True).logits[:, -1]
+        next_pos = positions[:, -1] + 1  # [n]
+        tokens = torch.empty((n, 0), dtype=torch.long, device=device)
+        logps = torch.empty((n, 0), dtype=torch.float32, device=device)
+        done = torch.zeros(n, dtype=torch.bool, device=device)
+        for _ in range(params.max_new_tokens):
+            tok, lp = _sample(logits.float(), params, gen)  # [n], [n]
+            tok = torch.where(done, torch.full_like(tok, self.pad_token_id), tok)
+            tokens = torch.cat([tokens, tok[:, None]], dim=1)
+            logps = torch.cat([logps, lp[:, None]], dim=1)
+            live = ~done
+            done = done | torch.isin(tok, stops)
+            if bool(done.all()) or tokens.shape[1] == params.max_new_tokens:
+                break
+            mask = torch.cat([mask, live.long()[:, None]], dim=1)
+            logits = self.model(
+                input_ids=tok[:, None], attention_mask=mask, position_ids=next_pos[:, None], past_key_values=cache, use_cache=True
+            ).logits[:, -1]
+            next_pos = next_pos + 1
+
+        results = []
+        tokens, logps, stops_l = tokens.tolist(), logps.tolist(), set(stops.tolist())
+        for row_t, row_lp in zip(tokens, logps):
+            length, reason = len(row_t), "length"
+            for j, t in enumerate(row_t):
+                if t in stops_l:
+                    length, reason = j + 1, "stop"
+                    break
+            results.append(Completion(row_t[:length], row_lp[:length], reason))
+        return results
+
+
+def _sample(logits: torch.Tensor, params: SamplingParams, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Draw one token per row. Returns the token and its log-prob under softmax(logits / T)."""
+    if params.temperature == 0:
+        tok = logits.argmax(-1)
+        return tok, torch.log_softmax(logits, -1).gather(-1, tok[:, None])[:, 0]
+    logp = torch.log_softmax(logits / params.temperature, dim=-1)  # [n, V]
+    probs = logp.exp()
+    if params.top_p < 1.0:
+        sorted_p, order = probs.sort(dim=-1, descending=True)
+        # keep the smallest prefix whose mass reaches top_p (the first token always survives)
+        drop = sorted_p.cumsum(-1) - sorted_p >= params.top_p
+        sorted_p = sorted_p.masked_fill(drop, 0.0)
+        probs = torch.zeros_like(probs).scatter(-1, order, sorted_p)
+    tok = torch.multinomial(probs.cpu(), 1, generator=gen)[:, 0].to(logits.device)
+    return tok, logp.gather(-1, tok[:, None])[:, 0]

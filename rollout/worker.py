@@ -1,0 +1,80 @@
+"""Rollout workers: Ray actors that hold a copy of the policy and sample completions.
+
+The driver puts the learner's weights in the object store once per step (`ray.put`) and hands
+the same reference to every worker; each worker loads it into its engine.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import ray
+import torch
+
+from rollout.engines.base import Completion, SamplingParams
+
+
+class RolloutWorker:
+    """A generation engine behind a Ray actor. Plain class: wrapped with `ray.remote` in `spawn_workers`."""
+
+    def __init__(self, model_spec: dict[str, Any], engine: str, batch_size: int, torch_threads: int):
+        if torch_threads > 0:
+            torch.set_num_threads(torch_threads)
+        from policies.model import build_model, load_model
+        from policies.tokenizer import load_tokenizer
+        from rl.config import PolicyConfig
+
+        policy = PolicyConfig(**model_spec["policy"])
+        tokenizer = load_tokenizer(model_spec.get("tokenizer"))
+        model = load_model(model_spec["path"]) if model_spec.get("path") else build_model(policy, tokenizer)
+        if engine != "hf":
+            raise ValueError(f"unknown engine {engine!r}")
+        from rollout.engines.hf import HFEngine
+
+        self.engine = HFEngine(model, tokenizer.eos_token_id, tokenizer.pad_token_id, batch_size)
+        self.version = -1
+
+    def load_weights(self, state: dict[str, torch.Tensor], version: int) -> int:
+        self.engine.load_weights(state)
+        self.version = version
+        return os.getpid()
+
+    def generate(self, prompts: list[list[int]], params: SamplingParams, seed: int) -> tuple[int, list[Completion]]:
+        return self.version, self.engine.generate(prompts, params, seed)
+
+    def pid(self) -> int:
+        return os.getpid()
+
+
+def spawn_workers(n: int, model_spec: dict[str, Any], *, engine: str, batch_size: int, cpus: float, gpus: float, torch_threads: int):
+    threads = torch_threads or max(1, int(cpus))
+    actor = ray.remote(num_cpus=cpus, num_gpus=gpus, max_restarts=3, max_task_retries=2)(RolloutWorker)
+    workers = [actor.remote(model_spec, engine, batch_size, threads) for _ in range(n)]
+    ray.get([w.pid.remote() for w in workers])  # surface construction errors now, not mid-step
+    return workers
+
+
+def push_weights(workers: list, state: dict[str, torch.Tensor], version: int) -> None:
+    """One `ray.put` per step; every worker reads the same object."""
+    ref = ray.put({k: v.detach().cpu() for k, v in state.items()})
+    ray.get([w.load_weights.remote(ref, version) for w in workers])
+
+
+def generate(workers: list, prompts: list[list[int]], params: SamplingParams, seed: int) -> list[Completion]:
+    """Split `prompts` into contiguous shards, one per worker, and concatenate the results in order.
+
+    Each shard's sampling seed depends only on (`seed`, shard index), so results do not depend
+    on which worker process served which shard.
+    """
+    n = len(workers)
+    bounds = [round(i * len(prompts) / n) for i in range(n + 1)]
+    futures = [
+        w.generate.remote(prompts[bounds[i] : bounds[i + 1]], params, seed * 1000 + i)
+        for i, w in enumerate(workers)
+        if bounds[i + 1] > bounds[i]
+    ]
+    out: list[Completion] = []
+    for _, completions in ray.get(futures):
+        out.extend(completions)
+    return out
