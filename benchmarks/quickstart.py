@@ -32,7 +32,7 @@ def report(run_dir: Path) -> list[tuple[str, str]]:
     def history(key: str) -> dict[int, float]:
         return {m.step: m.value for m in client.get_metric_history(run_id, key)}
 
-    evals, wall = history("eval/pass@1"), history("time/rl_wall_s")
+    evals, wall = history("eval/pass_at_1"), history("time/rl_wall_s")
     cps, step_s = history("rollout/completions_per_s"), history("time/step_s")
     start, last_step = evals[0], max(evals)
     end = evals[last_step]

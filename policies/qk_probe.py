@@ -67,7 +67,12 @@ def max_qk_logit(
 def _valid_pairs(mask, start, rows, q_len, k_len, is_causal, device) -> torch.Tensor | None:
     if mask is not None:
         part = mask[:, :, start : start + rows, :k_len]
-        return part if part.dtype == torch.bool else part > torch.finfo(part.dtype).min / 2
+        valid = part if part.dtype == torch.bool else part > torch.finfo(part.dtype).min / 2
+        # A padding query is one that may not attend to its own position; its logits never
+        # reach a real token's output, so they must not count (nor trigger QK-Clip).
+        own = torch.arange(start, start + rows, device=device) + (k_len - q_len)
+        diag = valid.gather(-1, own.view(1, 1, -1, 1).expand(valid.shape[0], valid.shape[1], -1, 1))
+        return valid & diag
     if not is_causal or q_len == 1:
         return None
     # No mask means plain causal attention; queries are the last q_len positions of k_len.

@@ -77,6 +77,7 @@ class SFTConfig(Section):
     max_steps: int = Field(-1, description="Stop after this many optimizer steps (-1: run all epochs).")
     batch_size: int = Field(32, ge=1, description="Demonstrations per optimizer step.")
     lr: float = Field(1e-3, gt=0, description="AdamW learning rate for SFT.")
+    weight_decay: float = Field(0.1, ge=0, description="AdamW weight decay for SFT; keeps attention logits (and the RL start) from getting sharp.")
     cache: bool = Field(True, description="Reuse a finished SFT checkpoint with the same policy/env/sft settings.")
 
 

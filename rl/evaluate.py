@@ -21,5 +21,5 @@ def evaluate(workers: list, env: Env, tasks: list[Task], tokenizer, params: Samp
         level = task.payload.get("level")
         if level is not None:
             by_level[f"level{level}"].append(float(verdict.passed))
-    metrics = {f"eval/pass@1_{k}" if k != "all" else "eval/pass@1": sum(v) / len(v) for k, v in by_level.items()}
+    metrics = {f"eval/pass_at_1_{k}" if k != "all" else "eval/pass_at_1": sum(v) / len(v) for k, v in by_level.items()}
     return metrics, episodes

@@ -93,7 +93,7 @@ def train(cfg: ExperimentConfig, run_dir: Path, *, resume: bool = False) -> dict
         if cfg.tracking.sample_episodes and step > tracker.logged_until:
             sample = [e.to_record() for e in episodes[: cfg.tracking.sample_episodes]]
             tracker.log_dict(sample, f"episodes/eval_step_{step:06d}.json")
-        console.log(f"step {step}: held-out pass@1 {metrics['eval/pass@1']:.3f} on {len(eval_tasks)} problems")
+        console.log(f"step {step}: held-out pass@1 {metrics['eval/pass_at_1']:.3f} on {len(eval_tasks)} problems")
         return metrics
 
     last_eval = run_eval(0) if start_step == 0 else {}
@@ -158,7 +158,7 @@ def train(cfg: ExperimentConfig, run_dir: Path, *, resume: bool = False) -> dict
                 last_eval = run_eval(step)
                 metrics.update(last_eval)
             tracker.log_metrics(metrics, step)
-            console.advance(step, reward=metrics["reward/mean"], pass_rate=metrics["train/pass_rate"], heldout=last_eval.get("eval/pass@1"))
+            console.advance(step, reward=metrics["reward/mean"], pass_rate=metrics["train/pass_rate"], heldout=last_eval.get("eval/pass_at_1"))
             if final or (cfg.checkpoint.every and step % cfg.checkpoint.every == 0):
                 save_checkpoint(run_dir, step, model, learner.optimizer, {"mlflow_run_id": tracker.run_id}, keep=cfg.checkpoint.keep)
             if out_of_time:

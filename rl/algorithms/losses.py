@@ -97,7 +97,7 @@ def ppo_clip(
     with torch.no_grad():
         r = ratio[counted]
         metrics = {
-            "pg_loss": float(loss),
+            "pg_loss": float(loss.detach()),
             "clip_frac": float(clipped[counted].mean()) if r.numel() else 0.0,
             "ratio_mean": float(r.mean()) if r.numel() else 1.0,
             "ratio_min": float(r.min()) if r.numel() else 1.0,
@@ -108,6 +108,6 @@ def ppo_clip(
         kl = kl_penalty(logprobs, ref_logprobs, kl_estimator)
         kl_term = aggregate(kl, mask, agg_mode, norm_len)
         loss = loss + kl_coef * kl_term
-        metrics["kl_ref"] = float(kl_term)
-    metrics["loss"] = float(loss)
+        metrics["kl_ref"] = float(kl_term.detach())
+    metrics["loss"] = float(loss.detach())
     return loss, metrics
