@@ -89,14 +89,16 @@ def train(cfg: ExperimentConfig, run_dir: Path, *, resume: bool = False) -> dict
     def run_eval(step: int) -> dict[str, float]:
         # The eval seed is fixed so that successive evaluations differ only by the policy.
         metrics, episodes = evaluate(workers, env, eval_tasks, tokenizer, eval_params, seed=cfg.run.seed + 7_777_777)
-        tracker.log_metrics(metrics, step)
         if cfg.tracking.sample_episodes and step > tracker.logged_until:
             sample = [e.to_record() for e in episodes[: cfg.tracking.sample_episodes]]
             tracker.log_dict(sample, f"episodes/eval_step_{step:06d}.json")
         console.log(f"step {step}: held-out pass@1 {metrics['eval/pass_at_1']:.3f} on {len(eval_tasks)} problems")
         return metrics
 
-    last_eval = run_eval(0) if start_step == 0 else {}
+    last_eval: dict[str, float] = {}
+    if start_step == 0:
+        last_eval = run_eval(0)
+        tracker.log_metrics(last_eval, 0)
     rl_t0 = time.perf_counter()
     step = start_step
     console.start(total=cfg.train.steps, completed=start_step)
@@ -168,6 +170,8 @@ def train(cfg: ExperimentConfig, run_dir: Path, *, resume: bool = False) -> dict
         console.stop()
         tracker.finish("FAILED")
         raise
+    finally:
+        _stop_workers(workers)
     console.stop()
     tracker.finish()
     summary = {"step": step, **last_eval}
@@ -190,3 +194,10 @@ def _start_ray_and_workers(cfg: ExperimentConfig, policy_cfg, console: Console) 
     )
     console.log(f"{len(workers)} rollout worker(s) ready")
     return workers
+
+
+def _stop_workers(workers: list) -> None:
+    import ray
+
+    for w in workers:
+        ray.kill(w, no_restart=True)
