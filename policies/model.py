@@ -48,7 +48,10 @@ def build_model(cfg: "PolicyConfig", tokenizer: PreTrainedTokenizerBase, seed: i
 
 def load_model(path: str | Path) -> PreTrainedModel:
     """Any local HF causal-LM folder (`from_pretrained`), with the QK-probe attention."""
+    from transformers.utils import logging as hf_logging
+
     register_qk_probe()
+    hf_logging.disable_progress_bar()  # a per-load bar in every worker log says nothing useful
     model = AutoModelForCausalLM.from_pretrained(str(path), attn_implementation=QK_PROBE_ATTENTION, dtype=torch.float32)
     return model
 

@@ -28,10 +28,9 @@ class Section(BaseModel):
 
 
 class RunConfig(Section):
-    name: str = Field("run", description="Run name; the run directory is `<runs_dir>/<name>`.")
+    name: str = Field("run", description="Run name (MLflow run name); the run directory is `<runs_dir>/<name>-<timestamp>` unless --run-dir is given.")
     seed: int = Field(0, description="Seed for task sampling, rollout sampling and model init.")
     runs_dir: str = Field("runs", description="Root for run directories, the SFT cache and the default MLflow store.")
-    device: Literal["cpu", "cuda", "auto"] = Field("auto", description="Learner device; `auto` picks cuda when present.")
     torch_threads: int = Field(0, ge=0, description="Threads for torch in the learner process; 0 keeps torch's default.")
 
 
@@ -78,6 +77,9 @@ class SFTConfig(Section):
     batch_size: int = Field(32, ge=1, description="Demonstrations per optimizer step.")
     lr: float = Field(1e-3, gt=0, description="AdamW learning rate for SFT.")
     weight_decay: float = Field(0.1, ge=0, description="AdamW weight decay for SFT; keeps attention logits (and the RL start) from getting sharp.")
+    qk_clip_tau: float | None = Field(
+        None, gt=0, description="Apply QK-Clip with this threshold after every SFT step (empty: off). Bounded attention logits keep the RL start smooth."
+    )
     cache: bool = Field(True, description="Reuse a finished SFT checkpoint with the same policy/env/sft settings.")
 
 

@@ -72,7 +72,8 @@ def run_sft(cfg: ExperimentConfig, env: Env, *, log=print) -> Path:
         disable_tqdm=not cfg.tracking.progress,
     )
     t0 = time.perf_counter()
-    trainer = SFTTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer)
+    callbacks = [QKClipCallback(cfg.sft.qk_clip_tau)] if cfg.sft.qk_clip_tau else []
+    trainer = SFTTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer, callbacks=callbacks)
     result = trainer.train()
     log(f"sft: {result.global_step} steps, final train loss {result.training_loss:.4f}, {time.perf_counter() - t0:.0f}s")
     shutil.rmtree(work / "trainer", ignore_errors=True)
@@ -81,3 +82,35 @@ def run_sft(cfg: ExperimentConfig, env: Env, *, log=print) -> Path:
     shutil.rmtree(out, ignore_errors=True)
     work.replace(out)
     return out
+
+
+def _qk_clip_callback_base():
+    from transformers import TrainerCallback
+
+    return TrainerCallback
+
+
+class QKClipCallback(_qk_clip_callback_base()):
+    """QK-Clip inside TRL's loop: probe every forward pass, clip heads over tau after every step."""
+
+    def __init__(self, tau: float):
+        self.tau = tau
+        self.clipped = 0
+
+    def on_train_begin(self, args, state, control, model=None, **kw):
+        from policies.qk_probe import attention_modules
+
+        for m in attention_modules(model):
+            m.qk_probe_enabled = True
+
+    def on_optimizer_step(self, args, state, control, model=None, **kw):
+        from policies.qk_probe import read_max_logits
+        from rl.optim import qk_clip
+
+        self.clipped += qk_clip(model, read_max_logits(model, reset=True), self.tau)["clipped_heads"]
+
+    def on_train_end(self, args, state, control, model=None, **kw):
+        from policies.qk_probe import attention_modules
+
+        for m in attention_modules(model):
+            m.qk_probe_enabled = False

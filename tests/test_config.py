@@ -129,3 +129,10 @@ def test_shipped_experiments_validate():
 def test_config_error_is_an_exception_type(tmp_path):
     with pytest.raises(ConfigError):
         load_config(write(tmp_path, "- a list\n"))
+
+
+def test_docs_config_md_is_up_to_date():
+    from rl.explain import explain
+
+    text = (REPO / "docs" / "config.md").read_text()
+    assert explain() in text, "regenerate docs/config.md with `swarmrl config --explain`"
