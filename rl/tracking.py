@@ -33,7 +33,7 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 class Tracker:
-    def __init__(self, uri: str, experiment: str, run_dir: Path, run_name: str, params: dict[str, Any]):
+    def __init__(self, uri: str, experiment: str, run_dir: Path, run_name: str, params: dict[str, Any], artifact_root: Path | None = None):
         # MLflow's alembic migrations log at INFO on every fresh SQLite store.
         logging.getLogger("alembic").setLevel(logging.WARNING)
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -48,7 +48,9 @@ class Tracker:
             self.client.set_terminated(self.run_id, status="RUNNING")
         else:
             exp = self.client.get_experiment_by_name(experiment)
-            exp_id = exp.experiment_id if exp else self.client.create_experiment(experiment)
+            # Without an explicit location MLflow puts artifacts in ./mlruns of whatever the CWD is.
+            location = (Path(artifact_root).resolve() / "mlartifacts").as_uri() if artifact_root else None
+            exp_id = exp.experiment_id if exp else self.client.create_experiment(experiment, artifact_location=location)
             run = self.client.create_run(exp_id, run_name=run_name, tags={"swarmrl.run_dir": str(Path(run_dir).resolve())})
             self.run_id = run.info.run_id
             id_file.write_text(self.run_id)

@@ -71,7 +71,12 @@ def train(cfg: ExperimentConfig, run_dir: Path, *, resume: bool = False) -> dict
 
     workers = _start_ray_and_workers(cfg, policy_cfg, console)
     tracker = Tracker(
-        cfg.tracking.uri or default_uri(cfg.run.runs_dir), cfg.tracking.experiment, run_dir, cfg.run.name, cfg.model_dump(mode="json")
+        cfg.tracking.uri or default_uri(cfg.run.runs_dir),
+        cfg.tracking.experiment,
+        run_dir,
+        cfg.run.name,
+        cfg.model_dump(mode="json"),
+        artifact_root=Path(cfg.run.runs_dir),
     )
     if start_step == 0:
         tracker.log_artifact(run_dir / "config.yaml")

@@ -75,6 +75,11 @@ def test_train_then_resume_matches_straight_run(tmp_path, ray_session):
     run = client.get_run((straight / "mlflow_run_id").read_text().strip())
     assert run.data.params["train.steps"] == "4" and run.info.status == "FINISHED"
     assert run.data.metrics["weight/format"] == 0.0  # linear 0.5 → 0 by step 4
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)} | {
+        a.path for a in client.list_artifacts(run.info.run_id, "episodes")
+    }
+    assert "config.yaml" in artifacts and "episodes/eval_step_000000.json" in artifacts
+    assert (tmp_path / "runs" / "mlartifacts").is_dir()
 
     # 2 steps, stop; resume to 4: same final parameters, same MLflow run, each step once
     assert main(["train", str(exp), "--run-dir", str(split), "train.steps=2"]) == 0
