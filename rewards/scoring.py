@@ -65,6 +65,10 @@ def score_batch(episodes: list[Episode], tasks: list[Task], verdicts: list[Verdi
         metrics[f"reward/{c}"] = sum(values[c]) / max(n, 1)
         metrics[f"weight/{c}"] = weights[c]
         metrics[f"reward_errors/{c}"] = float(sum(errors[c]))
+    if "self_verification" in values:
+        from rewards.self_verification import calibration_metrics, parse_self_verdict
+
+        metrics.update(calibration_metrics([parse_self_verdict(e.completion_text) for e in episodes], [v.passed for v in verdicts]))
     return Scored(breakdowns, metrics)
 
 
