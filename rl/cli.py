@@ -5,6 +5,8 @@
   swarmrl sft EXP.yaml [a.b=c ...]       only the SFT bootstrap (cached)
   swarmrl config EXP.yaml [a.b=c ...]    validate and print the resolved config
   swarmrl config --explain [SECTION]     every key with type, default and meaning
+  swarmrl sweep DIR_OR_GLOB [a.b=c ...]  run several experiments as one MLflow experiment
+  swarmrl compare EXPERIMENT             table + PNG of an MLflow experiment's runs
 
 A bad experiment file exits with status 2 and one message before anything starts.
 """
@@ -36,6 +38,15 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("experiment", nargs="?")
     c.add_argument("overrides", nargs="*")
     c.add_argument("--explain", nargs="?", const="", default=None, metavar="SECTION", help="print every key (of SECTION)")
+    w = sub.add_parser("sweep", help="run every experiment of a folder or glob as one MLflow experiment")
+    w.add_argument("pattern", help="folder of YAMLs or a glob")
+    w.add_argument("overrides", nargs="*")
+    w.add_argument("--experiment", help="MLflow experiment name (default: the folder's name)")
+    m = sub.add_parser("compare", help="compare the runs of an MLflow experiment")
+    m.add_argument("experiment", help="MLflow experiment name")
+    m.add_argument("--uri", help="MLflow tracking URI (default: sqlite:///<runs-dir>/mlflow.db)")
+    m.add_argument("--runs-dir", default="runs", help="where the default MLflow store lives")
+    m.add_argument("--out", help="PNG path (default: <runs-dir>/compare-<experiment>.png)")
     return p
 
 
@@ -68,6 +79,29 @@ def _dispatch(args: argparse.Namespace) -> int:
         if not args.experiment:
             raise ConfigError("give an experiment YAML to validate, or --explain")
         print(to_yaml(load_config(args.experiment, args.overrides)), end="")
+        return 0
+
+    if args.command == "sweep":
+        from rl.sweep import plan_sweep, run_sweep
+        from rl.trainer import train
+
+        planned = plan_sweep(args.pattern, args.overrides, args.experiment)  # validates every file first
+        for r in run_sweep(planned, train):
+            print(f"{Path(r['file']).name}: " + " ".join(f"{k}={v:.4g}" for k, v in r.items() if isinstance(v, float)))
+        print(f"compare with: swarmrl compare {planned[0][1].tracking.experiment}")
+        return 0
+
+    if args.command == "compare":
+        from rl.compare import compare, format_table
+        from rl.tracking import default_uri
+
+        out = Path(args.out) if args.out else Path(args.runs_dir) / f"compare-{args.experiment}.png"
+        try:
+            rows, png = compare(args.uri or default_uri(args.runs_dir), args.experiment, out)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+        print(format_table(rows))
+        print(f"curves: {png}")
         return 0
 
     if args.command == "sft":

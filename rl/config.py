@@ -32,6 +32,7 @@ class RunConfig(Section):
     seed: int = Field(0, description="Seed for task sampling, rollout sampling and model init.")
     runs_dir: str = Field("runs", description="Root for run directories, the SFT cache and the default MLflow store.")
     torch_threads: int = Field(0, ge=0, description="Threads for torch in the learner process; 0 keeps torch's default.")
+    tags: dict[str, str] = Field(default_factory=dict, description="MLflow tags of the run (`swarmrl sweep` adds the keys its runs differ in).")
 
 
 class ClusterConfig(Section):

@@ -33,7 +33,16 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 class Tracker:
-    def __init__(self, uri: str, experiment: str, run_dir: Path, run_name: str, params: dict[str, Any], artifact_root: Path | None = None):
+    def __init__(
+        self,
+        uri: str,
+        experiment: str,
+        run_dir: Path,
+        run_name: str,
+        params: dict[str, Any],
+        artifact_root: Path | None = None,
+        tags: dict[str, str] | None = None,
+    ):
         # MLflow's alembic migrations log at INFO on every fresh SQLite store.
         logging.getLogger("alembic").setLevel(logging.WARNING)
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -51,7 +60,7 @@ class Tracker:
             # Without an explicit location MLflow puts artifacts in ./mlruns of whatever the CWD is.
             location = (Path(artifact_root).resolve() / "mlartifacts").as_uri() if artifact_root else None
             exp_id = exp.experiment_id if exp else self.client.create_experiment(experiment, artifact_location=location)
-            run = self.client.create_run(exp_id, run_name=run_name, tags={"swarmrl.run_dir": str(Path(run_dir).resolve())})
+            run = self.client.create_run(exp_id, run_name=run_name, tags={"swarmrl.run_dir": str(Path(run_dir).resolve()), **(tags or {})})
             self.run_id = run.info.run_id
             id_file.write_text(self.run_id)
             flat = flatten(params)

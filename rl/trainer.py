@@ -77,6 +77,7 @@ def train(cfg: ExperimentConfig, run_dir: Path, *, resume: bool = False) -> dict
         cfg.run.name,
         cfg.model_dump(mode="json"),
         artifact_root=Path(cfg.run.runs_dir),
+        tags=cfg.run.tags,
     )
     if start_step == 0:
         tracker.log_artifact(run_dir / "config.yaml")

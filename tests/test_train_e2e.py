@@ -99,3 +99,49 @@ def test_train_then_resume_matches_straight_run(tmp_path, ray_session):
 def test_resume_without_checkpoint_dir_is_a_config_error(tmp_path, capsys):
     assert main(["train", "--resume", str(tmp_path / "nothing")]) == 2
     assert "not a run directory" in capsys.readouterr().err
+
+
+def test_sweep_then_compare(tmp_path, ray_session, capsys):
+    sweep_dir = tmp_path / "sched"
+    sweep_dir.mkdir()
+    base = TINY.format(runs=tmp_path / "runs").replace("train: {steps: 4,", "train: {steps: 2,")
+    base = base.replace("checkpoint: {every: 2}", "checkpoint: {every: 0}")
+    variants = {
+        "annealed": "  format: {weight: {kind: linear, start: 0.5, end: 0.0, end_step: 4}}",
+        "constant": "  format: {weight: 0.2}",
+    }
+    for name, line in variants.items():
+        text = base.replace("  format: {weight: {kind: linear, start: 0.5, end: 0.0, end_step: 4}}", line)
+        (sweep_dir / f"{name}.yaml").write_text(text)
+    assert main(["sweep", str(sweep_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "compare with: swarmrl compare sched" in out
+
+    png = tmp_path / "cmp.png"
+    assert main(["compare", "sched", "--runs-dir", str(tmp_path / "runs"), "--out", str(png)]) == 0
+    table = capsys.readouterr().out
+    assert "annealed" in table and "constant" in table and "pass@1 final" in table
+    assert "rewards.format.weight.kind=linear" in table and "rewards.format.weight.kind=constant" in table
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    client = MlflowClient(default_uri(tmp_path / "runs"))
+    exp = client.get_experiment_by_name("sched")
+    runs = client.search_runs([exp.experiment_id])
+    assert sorted(r.info.run_name for r in runs) == ["annealed", "constant"]
+    for r in runs:
+        assert [a.path for a in client.list_artifacts(r.info.run_id, "compare")] == ["compare/cmp.png"]
+        assert r.data.tags["sweep.rewards.format.weight.kind"] in {"linear", "constant"}
+
+
+def test_sweep_validates_every_file_before_running(tmp_path, capsys):
+    d = tmp_path / "bad"
+    d.mkdir()
+    (d / "a.yaml").write_text(TINY.format(runs=tmp_path / "runs"))
+    (d / "b.yaml").write_text(TINY.format(runs=tmp_path / "runs").replace("outcome: {weight: 1.0}", "outcme: {weight: 1.0}"))
+    assert main(["sweep", str(d)]) == 2
+    assert "outcme" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_compare_unknown_experiment_is_clear(tmp_path, capsys):
+    assert main(["compare", "nope", "--runs-dir", str(tmp_path)]) == 2
+    assert "no MLflow experiment 'nope'" in capsys.readouterr().err
