@@ -12,4 +12,26 @@ def make_env(name: str, **kwargs: Any) -> Env:
         from envs.math import MathEnv
 
         return MathEnv(**kwargs)
-    raise ValueError(f"unknown env {name!r}; known: math")
+    if name == "code":
+        from envs.code import CodeEnv
+
+        return CodeEnv(**kwargs)
+    raise ValueError(f"unknown env {name!r}; known: math, code")
+
+
+def env_kwargs(cfg) -> dict[str, Any]:
+    """Constructor arguments of the env an experiment config names."""
+    kw: dict[str, Any] = {"levels": tuple(cfg.env.levels), "eval_size": cfg.env.eval_size, "heldout_fraction": cfg.env.heldout_fraction}
+    if cfg.env.name == "code":
+        kw.update(timeout_s=cfg.sandbox.timeout_s, memory_mb=cfg.sandbox.memory_mb, allow_unisolated=cfg.sandbox.allow_unisolated)
+    return kw
+
+
+def verify_batch(env: Env, tasks: list, completions: list[str], workers: int = 1) -> list:
+    """Verify many completions; envs whose checks run in the sandbox verify `workers` at a time."""
+    if workers <= 1 or not getattr(env, "parallel_verify", False):
+        return [env.verify(t, c) for t, c in zip(tasks, completions)]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(env.verify, tasks, completions))

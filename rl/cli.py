@@ -106,10 +106,10 @@ def _dispatch(args: argparse.Namespace) -> int:
 
     if args.command == "sft":
         cfg = load_config(args.experiment, args.overrides)
-        from envs.registry import make_env
+        from envs.registry import env_kwargs, make_env
         from rl.sft import run_sft
 
-        env = make_env(cfg.env.name, levels=tuple(cfg.env.levels), eval_size=cfg.env.eval_size, heldout_fraction=cfg.env.heldout_fraction)
+        env = make_env(cfg.env.name, **env_kwargs(cfg))
         print(run_sft(cfg, env))
         return 0
 

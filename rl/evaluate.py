@@ -5,17 +5,20 @@ from __future__ import annotations
 from collections import defaultdict
 
 from envs.base import Env, Task
+from envs.registry import verify_batch
 from rollout.collect import collect
 from rollout.engines.base import SamplingParams
 from rollout.episode import Episode
 
 
-def evaluate(workers: list, env: Env, tasks: list[Task], tokenizer, params: SamplingParams, seed: int) -> tuple[dict[str, float], list[Episode]]:
+def evaluate(
+    workers: list, env: Env, tasks: list[Task], tokenizer, params: SamplingParams, seed: int, verify_workers: int = 1
+) -> tuple[dict[str, float], list[Episode]]:
     """One sample per held-out task. Returns metrics (overall and per level) and the episodes."""
     episodes = collect(workers, tasks, tokenizer, params, group_size=1, seed=seed, step=-1)
+    verdicts = verify_batch(env, tasks, [e.completion_text for e in episodes], verify_workers)
     by_level: dict[str, list[float]] = defaultdict(list)
-    for task, ep in zip(tasks, episodes):
-        verdict = env.verify(task, ep.completion_text)
+    for task, ep, verdict in zip(tasks, episodes, verdicts):
         ep.verdict = {"passed": verdict.passed, "parsed": verdict.parsed, "reason": verdict.reason}
         by_level["all"].append(float(verdict.passed))
         level = task.payload.get("level")

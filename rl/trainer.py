@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from envs.registry import make_env
+from envs.registry import env_kwargs, make_env, verify_batch
 from rewards.scoring import score_batch
 from rl.algorithms import get_advantage, nonzero_variance_groups
 from rl.batch import build_batch
@@ -54,7 +54,7 @@ def train(cfg: ExperimentConfig, run_dir: Path, *, resume: bool = False) -> dict
         torch.set_num_threads(cfg.run.torch_threads)
     torch.manual_seed(cfg.run.seed)
 
-    env = make_env(cfg.env.name, levels=tuple(cfg.env.levels), eval_size=cfg.env.eval_size, heldout_fraction=cfg.env.heldout_fraction)
+    env = make_env(cfg.env.name, **env_kwargs(cfg))
     policy_cfg = cfg.policy
     if cfg.sft.enabled:
         policy_cfg = cfg.policy.model_copy(update={"path": str(run_sft(cfg, env, log=console.log))})
@@ -94,7 +94,7 @@ def train(cfg: ExperimentConfig, run_dir: Path, *, resume: bool = False) -> dict
 
     def run_eval(step: int) -> dict[str, float]:
         # The eval seed is fixed so that successive evaluations differ only by the policy.
-        metrics, episodes = evaluate(workers, env, eval_tasks, tokenizer, eval_params, seed=cfg.run.seed + 7_777_777)
+        metrics, episodes = evaluate(workers, env, eval_tasks, tokenizer, eval_params, seed=cfg.run.seed + 7_777_777, verify_workers=cfg.sandbox.workers)
         if cfg.tracking.sample_episodes and step > tracker.logged_until:
             sample = [e.to_record() for e in episodes[: cfg.tracking.sample_episodes]]
             tracker.log_dict(sample, f"episodes/eval_step_{step:06d}.json")
@@ -118,7 +118,7 @@ def train(cfg: ExperimentConfig, run_dir: Path, *, resume: bool = False) -> dict
             t_rollout = time.perf_counter() - t0
 
             # 3. verify and score
-            verdicts = [env.verify(tasks[e.group], e.completion_text) for e in episodes]
+            verdicts = verify_batch(env, [tasks[e.group] for e in episodes], [e.completion_text for e in episodes], cfg.sandbox.workers)
             scored = score_batch(episodes, [tasks[e.group] for e in episodes], verdicts, cfg.rewards, step)
             for e, v, r in zip(episodes, verdicts, scored.breakdowns):
                 e.verdict = {"passed": v.passed, "score": v.score, "parsed": v.parsed, "reason": v.reason}

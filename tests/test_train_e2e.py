@@ -145,3 +145,19 @@ def test_sweep_validates_every_file_before_running(tmp_path, capsys):
 def test_compare_unknown_experiment_is_clear(tmp_path, capsys):
     assert main(["compare", "nope", "--runs-dir", str(tmp_path)]) == 2
     assert "no MLflow experiment 'nope'" in capsys.readouterr().err
+
+
+def test_code_env_trains_through_the_sandbox(tmp_path, ray_session):
+    text = TINY.format(runs=tmp_path / "runs")
+    text = text.replace("env: {name: math, levels: [1], eval_size: 16}", "env: {name: code, levels: [1], eval_size: 8}\nsandbox: {workers: 2}")
+    text = text.replace("max_position_embeddings: 32", "max_position_embeddings: 128").replace("max_new_tokens: 4", "max_new_tokens: 24")
+    text = text.replace("train: {steps: 4,", "train: {steps: 2,").replace("examples: 2048", "examples: 256")
+    exp = tmp_path / "code.yaml"
+    exp.write_text(text)
+    run_dir = tmp_path / "runs" / "code"
+    assert main(["train", str(exp), "--run-dir", str(run_dir)]) == 0
+    rows = pq.read_table(run_dir / "episodes" / "step_000002.parquet").to_pylist()
+    assert len(rows) == 16
+    verdicts = [__import__("json").loads(r["verdict"]) for r in rows]
+    assert all("reason" in v for v in verdicts)
+    assert history(run_dir, "time/step_s") == [1, 2]

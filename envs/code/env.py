@@ -21,6 +21,7 @@ from envs.sandbox.runner import PYTHON
 
 class CodeEnv:
     name = "code"
+    parallel_verify = True  # each check is its own sandboxed process
 
     def __init__(
         self,
