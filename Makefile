@@ -8,8 +8,9 @@ STAMP := $(VENV)/.installed
 
 $(STAMP): pyproject.toml
 	@command -v $(PY) >/dev/null || { echo "need $(PY) on PATH"; exit 1; }
-	# bubblewrap isolates untrusted code (envs/sandbox); a Debian package, so root + apt here.
-	command -v bwrap >/dev/null || { apt-get update -qq && apt-get install -y -qq bubblewrap >/dev/null; } || echo "warning: bubblewrap not installed; sandboxed execution will refuse to run"
+	# Debian packages: bubblewrap isolates untrusted code (envs/sandbox), coq checks proofs (envs/prover).
+	{ command -v bwrap && command -v coqc; } >/dev/null || { apt-get update -qq && apt-get install -y -qq bubblewrap coq >/dev/null; } \
+		|| echo "warning: could not install bubblewrap/coq; sandboxed code and proof checks will refuse to run"
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	# torch first and pinned: the CPU wheel; an unpinned resolve would pull a CUDA build.

@@ -16,14 +16,20 @@ def make_env(name: str, **kwargs: Any) -> Env:
         from envs.code import CodeEnv
 
         return CodeEnv(**kwargs)
-    raise ValueError(f"unknown env {name!r}; known: math, code")
+    if name == "prover":
+        from envs.prover import ProverEnv
+
+        return ProverEnv(**kwargs)
+    raise ValueError(f"unknown env {name!r}; known: math, code, prover")
 
 
 def env_kwargs(cfg) -> dict[str, Any]:
     """Constructor arguments of the env an experiment config names."""
     kw: dict[str, Any] = {"levels": tuple(cfg.env.levels), "eval_size": cfg.env.eval_size, "heldout_fraction": cfg.env.heldout_fraction}
-    if cfg.env.name == "code":
-        kw.update(timeout_s=cfg.sandbox.timeout_s, memory_mb=cfg.sandbox.memory_mb, allow_unisolated=cfg.sandbox.allow_unisolated)
+    if cfg.env.name in ("code", "prover"):
+        kw.update(timeout_s=cfg.sandbox.timeout_s, allow_unisolated=cfg.sandbox.allow_unisolated)
+        if cfg.sandbox.memory_mb is not None:
+            kw["memory_mb"] = cfg.sandbox.memory_mb
     return kw
 
 

@@ -99,8 +99,10 @@ class RolloutConfig(Section):
 
 
 class EnvConfig(Section):
-    name: Literal["math", "code"] = Field(..., description="Task family: `math` (exact answers) or `code` (Python functions, unit tests in the sandbox).")
-    levels: list[int] = Field([1, 2, 3], min_length=1, description="Difficulty levels to sample from (math: 1-6, code: 1-3).")
+    name: Literal["math", "code", "prover"] = Field(
+        ..., description="Task family: `math` (exact answers), `code` (Python functions, unit tests in the sandbox), `prover` (Coq proofs)."
+    )
+    levels: list[int] = Field([1, 2, 3], min_length=1, description="Difficulty levels to sample from (math: 1-6, code: 1-3, prover: 1-3).")
     eval_size: int = Field(256, ge=1, description="Held-out problems used for evaluation; training never samples them.")
     heldout_fraction: float = Field(0.1, gt=0, lt=1, description="Share of the problem space reserved for held-out evaluation.")
 
@@ -110,7 +112,9 @@ class SandboxConfig(Section):
         False, description="Run untrusted code even when bwrap/uid isolation is unavailable (loud warning). Never on shared machines."
     )
     timeout_s: float = Field(5.0, gt=0, description="Wall-clock limit per execution; the whole process tree is killed at it.")
-    memory_mb: int = Field(512, ge=32, description="Address-space limit per execution.")
+    memory_mb: int | None = Field(
+        None, ge=32, description="Address-space limit per execution; empty: the env's default (code 512, prover 1024: coqc needs more)."
+    )
     workers: int = Field(4, ge=1, le=16, description="Executions run at once when verifying a batch (one uid each).")
 
 
@@ -168,7 +172,7 @@ class ExperimentConfig(Section):
     sft: SFTConfig = Field(default_factory=SFTConfig, description="Supervised bootstrap before RL.")
     rollout: RolloutConfig = Field(default_factory=RolloutConfig, description="Generation.")
     env: EnvConfig = Field(..., description="The task family.")
-    sandbox: SandboxConfig = Field(default_factory=SandboxConfig, description="Isolation of untrusted code (code env).")
+    sandbox: SandboxConfig = Field(default_factory=SandboxConfig, description="Isolation of untrusted code and proofs (code, prover envs).")
     rewards: RewardsConfig = Field(default_factory=RewardsConfig, description="Reward components and their weight schedules.")
     algorithm: AlgorithmConfig = Field(default_factory=AlgorithmConfig, description="Advantages and policy loss.")
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig, description="Learner optimizer.")

@@ -1,0 +1,61 @@
+"""The prover environment against a real coqc: oracles pass, wrong proofs and cheats fail."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+from envs.prover import ProverEnv, check, coq_available
+from envs.prover import checker
+
+
+def test_coq_is_installed():
+    assert coq_available(), "install Debian's coq package (the Makefile does)"
+
+
+def test_oracle_proofs_pass_at_every_level():
+    env = ProverEnv(levels=(1, 2, 3))
+    tasks = env.sample(9, np.random.default_rng(0))
+    assert {t.payload["level"] for t in tasks} == {1, 2, 3}
+    with ThreadPoolExecutor(4) as pool:
+        verdicts = list(pool.map(lambda t: env.verify(t, env.oracle(t)), tasks))
+    assert [v.passed for v in verdicts] == [True] * 9, [v.reason for v in verdicts]
+
+
+@pytest.mark.parametrize(
+    "theorem, proof, reason",
+    [
+        ("Theorem t : 2 + 3 = 6.", "reflexivity.", "coqc rejected"),
+        ("Theorem t : forall n : nat, n = 0.", "intros. lia.", "coqc rejected"),
+        ("Theorem t : 2 + 3 = 6.", "admit.", "forbidden"),
+        ("Theorem t : 2 + 3 = 6.", "Admitted.", "forbidden"),
+        ("Theorem t : 2 + 3 = 6.", "Abort.", "forbidden"),
+        ("Theorem t : 2 + 3 = 6.", "Qed. Axiom cheat : False.", "forbidden"),
+        ("Theorem t : 2 + 3 = 6.", "exfalso. Parameter p : False. exact p.", "forbidden"),
+        ("Theorem t : 2 + 3 = 5.", "(* hidden *) reflexivity.", "comments"),
+        ("Theorem t : 2 + 3 = 6.", "", "empty"),
+        ("Theorem t : 2 + 3 = 5.", "repeat (idtac).", "coqc rejected"),  # unfinished proof
+    ],
+)
+def test_wrong_proofs_and_cheats_fail(theorem, proof, reason):
+    v = check(theorem, proof)
+    assert not v.passed and reason in v.reason, v.reason
+
+
+def test_print_assumptions_catches_what_the_text_check_misses(monkeypatch):
+    # an axiom smuggled into the context is invisible to the proof text but not to Coq
+    monkeypatch.setattr(checker, "PREAMBLE", checker.PREAMBLE + "Axiom cheat : forall P : Prop, P.\n")
+    v = check("Theorem t : 2 + 3 = 6.", "apply cheat.")
+    assert not v.passed and "assumptions" in v.reason and "cheat" in v.reason
+
+
+def test_non_terminating_tactic_is_killed():
+    v = check("Theorem t : 2 + 3 = 5.", "repeat (idtac; fail 0) || (do 1000000000 idtac); reflexivity.", timeout_s=2.0)
+    assert not v.passed
+
+
+def test_not_a_theorem_statement():
+    with pytest.raises(ValueError):
+        check("Definition x := 3.", "reflexivity.")
