@@ -16,12 +16,21 @@ def test_coq_is_installed():
 
 
 def test_oracle_proofs_pass_at_every_level():
-    env = ProverEnv(levels=(1, 2, 3))
-    tasks = env.sample(9, np.random.default_rng(0))
-    assert {t.payload["level"] for t in tasks} == {1, 2, 3}
+    env = ProverEnv(levels=(1, 2, 3, 4, 5))
+    tasks = env.sample(15, np.random.default_rng(0))
+    assert {t.payload["level"] for t in tasks} == {1, 2, 3, 4, 5}
     with ThreadPoolExecutor(4) as pool:
         verdicts = list(pool.map(lambda t: env.verify(t, env.oracle(t)), tasks))
-    assert [v.passed for v in verdicts] == [True] * 9, [v.reason for v in verdicts]
+    assert [v.passed for v in verdicts] == [True] * 15, [v.reason for v in verdicts]
+    # a trailing self-verdict is not part of the proof
+    assert env.verify(tasks[0], env.oracle(tasks[0]) + " <verify>p=0.9</verify>").passed
+
+
+def test_heldout_split_is_disjoint():
+    env = ProverEnv(levels=(1, 2, 3, 4, 5))
+    heldout = {t.payload["theorem"].split(":", 1)[1] for t in env.eval_tasks(30)}
+    train = {t.payload["theorem"].split(":", 1)[1] for t in env.sample(2000, np.random.default_rng(1))}
+    assert heldout and not heldout & train
 
 
 @pytest.mark.parametrize(
@@ -37,6 +46,10 @@ def test_oracle_proofs_pass_at_every_level():
         ("Theorem t : 2 + 3 = 5.", "(* hidden *) reflexivity.", "comments"),
         ("Theorem t : 2 + 3 = 6.", "", "empty"),
         ("Theorem t : 2 + 3 = 5.", "repeat (idtac).", "coqc rejected"),  # unfinished proof
+        ("Theorem t : 2 + 3 = 6.", "Load evil.", "forbidden"),
+        ("Theorem t : 2 + 3 = 6.", "Redirect \"out\" reflexivity.", "forbidden"),
+        ("Theorem t : 2 + 3 = 6.", "Extraction nat.", "forbidden"),
+        ("Theorem t : 2 + 3 = 6.", "Qed. Theorem u : True.", "forbidden"),
     ],
 )
 def test_wrong_proofs_and_cheats_fail(theorem, proof, reason):
@@ -49,6 +62,12 @@ def test_print_assumptions_catches_what_the_text_check_misses(monkeypatch):
     monkeypatch.setattr(checker, "PREAMBLE", checker.PREAMBLE + "Axiom cheat : forall P : Prop, P.\n")
     v = check("Theorem t : 2 + 3 = 6.", "apply cheat.")
     assert not v.passed and "assumptions" in v.reason and "cheat" in v.reason
+
+
+def test_allow_list_admits_named_axioms_only(monkeypatch):
+    monkeypatch.setattr(checker, "PREAMBLE", checker.PREAMBLE + "Axiom cheat : forall P : Prop, P.\n")
+    assert check("Theorem t : 2 + 3 = 6.", "apply cheat.", allowed_axioms=("cheat",)).passed
+    assert not check("Theorem t : 2 + 3 = 6.", "apply cheat.", allowed_axioms=("other",)).passed
 
 
 def test_non_terminating_tactic_is_killed():

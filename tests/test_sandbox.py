@@ -150,3 +150,21 @@ def test_pool_runs_many_back_to_back_without_fork_failures():
     assert [int(r.stdout) for r in results] == [i * 2 for i in range(120)]
     with pytest.raises(ValueError):
         SandboxPool(workers=len(UID_RANGE) + 1)
+
+
+def test_killing_the_parent_and_segfault_are_contained():
+    r = run_python("import os, signal\nos.kill(os.getppid(), signal.SIGKILL)\nos.kill(1, signal.SIGKILL)\nprint('still here')")
+    assert os.getpid() > 0  # we are alive; the program only sees its own PID namespace
+    assert r.status in ("ok", "error", "killed")
+    r = run_python("import ctypes; ctypes.string_at(0)")
+    assert r.status == "killed" and r.returncode != 0
+
+
+def test_reading_callers_home_fails():
+    secret = Path.home() / ".swarmrl-sandbox-test-secret"
+    secret.write_text("hunter2")
+    try:
+        r = run_python(f"print(open({str(secret)!r}).read())")
+        assert "hunter2" not in r.stdout and r.status == "error"
+    finally:
+        secret.unlink()

@@ -18,17 +18,18 @@ score zero before anything runs: `admit`/`Admitted`, ending the proof early (`Qe
 from __future__ import annotations
 
 import re
+import secrets
 import shutil
 from pathlib import Path
 
 from envs.base import Verdict
 from envs.sandbox import run_command
 
-PREAMBLE = "Require Import Arith Lia.\n"
+PREAMBLE = "Require Import Arith Lia List.\nImport ListNotations.\n"
 _THEOREM = re.compile(r"^\s*(?:Theorem|Lemma|Example|Corollary|Proposition|Fact|Remark)\s+([A-Za-z_][A-Za-z0-9_']*)\b[\s\S]*\.\s*$")
 _FORBIDDEN = re.compile(
     r"\b(admit|Admitted|Abort|Qed|Defined|Save|Proof|Axiom|Axioms|Parameter|Parameters|Hypothesis|Hypotheses|"
-    r"Variable|Variables|Conjecture|Context|Declare|Extract|Require|Import|Export|Load|Set|Unset|Section|End|Module|"
+    r"Variable|Variables|Conjecture|Context|Declare|Extract|Extraction|Require|Import|Export|Load|Set|Unset|Section|End|Module|"
     r"Theorem|Lemma|Definition|Fixpoint|Instance|Local|Global|Opaque|Transparent|Drop|Time|Redirect|Timeout)\b"
 )
 CLOSED = "Closed under the global context"
@@ -46,7 +47,19 @@ def build_source(theorem: str, proof: str) -> tuple[str, str]:
     return name, f"{PREAMBLE}{theorem.strip()}\nProof.\n{proof.strip()}\nQed.\nPrint Assumptions {name}.\n"
 
 
-def check(theorem: str, proof: str, *, timeout_s: float = 10.0, memory_mb: int = 1024, allow_unisolated: bool = False) -> Verdict:
+def check(
+    theorem: str,
+    proof: str,
+    *,
+    timeout_s: float = 10.0,
+    memory_mb: int = 1024,
+    allowed_axioms: tuple[str, ...] = (),
+    allow_unisolated: bool = False,
+) -> Verdict:
+    """Compile the proof of `theorem` with coqc in the sandbox (see the module docstring).
+
+    `allowed_axioms`: names `Print Assumptions` may list without failing the proof (default none).
+    """
     if not proof.strip():
         return Verdict(False, 0.0, False, "empty proof")
     cheat = _FORBIDDEN.search(proof)
@@ -58,9 +71,11 @@ def check(theorem: str, proof: str, *, timeout_s: float = 10.0, memory_mb: int =
     name, source = build_source(theorem, proof)
     # coqc reads findlib's config to locate its plugins; /etc is otherwise not in the sandbox
     binds = [(p, p) for p in ("/etc/ocamlfind.conf", "/etc/ocamlfind.conf.d") if Path(p).exists()]
+    # a unique module name: a file named like a library module (e.g. List.v) would shadow it
+    module = f"Proof_{secrets.token_hex(6)}"
     result = run_command(
-        ["/usr/bin/coqc", "-q", "/work/Main.v"],
-        files={"Main.v": source},
+        ["/usr/bin/coqc", "-q", f"/work/{module}.v"],
+        files={f"{module}.v": source},
         timeout_s=timeout_s,
         memory_mb=memory_mb,
         nproc=64,
@@ -74,5 +89,13 @@ def check(theorem: str, proof: str, *, timeout_s: float = 10.0, memory_mb: int =
         tail = (result.stderr or result.stdout).strip().splitlines()[-3:]
         return Verdict(False, 0.0, True, "coqc rejected the proof: " + " | ".join(tail)[:300], details)
     if CLOSED not in result.stdout:
-        return Verdict(False, 0.0, True, "proof depends on assumptions: " + result.stdout.strip()[:300], details)
+        used = _assumptions(result.stdout)
+        extra = [a for a in used if a not in allowed_axioms]
+        if extra or not used:
+            return Verdict(False, 0.0, True, "proof depends on assumptions: " + result.stdout.strip()[:300], details)
     return Verdict(True, 1.0, True, "proof checked", details)
+
+
+def _assumptions(printed: str) -> list[str]:
+    """Names listed by `Print Assumptions` ("Axioms:" then "name : type" lines)."""
+    return re.findall(r"^([A-Za-z_][\w.']*) :", printed.split("Axioms:", 1)[1], re.M) if "Axioms:" in printed else []

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import hashlib
+import re
 
 import numpy as np
 
 from envs.base import Task, Verdict
 from envs.prover.checker import check
-from envs.prover.generator import make_theorem
+from envs.prover.generator import LEVELS, make_theorem
+
+
+_SELF_VERDICT = re.compile(r"<verify>.*?</verify>\s*$", re.S)
 
 
 class ProverEnv:
@@ -16,8 +20,8 @@ class ProverEnv:
     parallel_verify = True
 
     def __init__(self, levels=(1, 2, 3), eval_size: int = 64, eval_seed: int = 99, heldout_fraction: float = 0.1, timeout_s: float = 10.0, memory_mb: int = 1024, allow_unisolated: bool = False):
-        if not levels or any(lv not in (1, 2, 3) for lv in levels):
-            raise ValueError(f"prover levels must be among (1, 2, 3), got {list(levels)}")
+        if not levels or any(lv not in LEVELS for lv in levels):
+            raise ValueError(f"prover levels must be among {LEVELS}, got {list(levels)}")
         self.levels = tuple(levels)
         self.eval_size, self.eval_seed = eval_size, eval_seed
         self.threshold = int(heldout_fraction * 10_000)
@@ -46,4 +50,6 @@ class ProverEnv:
         return task.payload["oracle"]
 
     def verify(self, task: Task, completion: str) -> Verdict:
+        # a trailing self-verdict (<verify>...</verify>) is for the self_verification reward, not Coq
+        completion = _SELF_VERDICT.sub("", completion)
         return check(task.payload["theorem"], completion, timeout_s=self.timeout_s, memory_mb=self.memory_mb, allow_unisolated=self.allow_unisolated)
