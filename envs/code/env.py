@@ -7,8 +7,6 @@ harness (`harness.py`); the score is the fraction of tests passed, `passed` mean
 
 from __future__ import annotations
 
-import hashlib
-
 import numpy as np
 
 from envs.base import Task, Verdict
@@ -16,6 +14,7 @@ from envs.code.generator import LEVELS, make_task
 from envs.code.harness import build_program, new_nonce, read_report
 from envs.code.humaneval import humaneval_tasks
 from envs.sandbox import run_command
+from envs.split import HeldoutSplit, stable_hash
 from envs.sandbox.runner import PYTHON
 
 
@@ -38,21 +37,17 @@ class CodeEnv:
             raise ValueError(f"code levels must be among {sorted(LEVELS)}, got {list(levels)}")
         self.levels = tuple(levels)
         self.eval_size, self.eval_seed = eval_size, eval_seed
-        self.threshold = int(heldout_fraction * 10_000)
+        self.split = HeldoutSplit(heldout_fraction)
         self.timeout_s, self.memory_mb, self.allow_unisolated = timeout_s, memory_mb, allow_unisolated
-
-    def _is_heldout(self, task_key: str) -> bool:
-        return int.from_bytes(hashlib.blake2b(task_key.encode(), digest_size=8).digest(), "big") % 10_000 < self.threshold
 
     def _draw(self, rng: np.random.Generator, heldout: bool) -> Task:
         while True:
             level = self.levels[int(rng.integers(len(self.levels)))]
             prompt, body, tests, entry = make_task(level, rng)
             # the split is by problem (prompt), not by test inputs
-            if self._is_heldout(prompt) == heldout:
-                key = hashlib.blake2b((prompt + "".join(tests)).encode(), digest_size=8).hexdigest()
+            if self.split.contains(prompt) == heldout:
                 return Task(
-                    id=f"code/{key}",
+                    id=f"code/{stable_hash(prompt + ''.join(tests)):016x}",
                     env=self.name,
                     prompt=prompt,
                     payload={"entry_point": entry, "tests": tests, "canonical": body, "level": level, "source": "procedural"},

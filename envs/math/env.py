@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from fractions import Fraction
 
 import numpy as np
@@ -10,19 +9,13 @@ import numpy as np
 from envs.base import Task, Verdict
 from envs.math.answer import answers_equal
 from envs.math.generator import LEVELS, format_number, make_problem
-
-_HASH_BUCKETS = 10_000
-
-
-def problem_hash(prompt: str) -> int:
-    # blake2b, not hash(): Python salts str hashes per process, the split must be stable.
-    return int.from_bytes(hashlib.blake2b(prompt.encode(), digest_size=8).digest(), "big")
+from envs.split import HeldoutSplit, stable_hash
 
 
 class MathEnv:
     """Arithmetic and algebra with exact answers.
 
-    A problem is held out iff `hash(prompt) mod 10000 < heldout_fraction·10000`; `sample`
+    A problem is held out by a stable hash of its prompt (`envs.split`); `sample`
     rejects held-out problems, `eval_tasks` draws only them, so training never sees an
     evaluation problem.
     """
@@ -36,15 +29,15 @@ class MathEnv:
         self.levels = tuple(levels)
         self.eval_size = eval_size
         self.eval_seed = eval_seed
-        self.threshold = int(heldout_fraction * _HASH_BUCKETS)
+        self.split = HeldoutSplit(heldout_fraction)
         self._eval_cache: list[Task] | None = None
 
     def is_heldout(self, prompt: str) -> bool:
-        return problem_hash(prompt) % _HASH_BUCKETS < self.threshold
+        return self.split.contains(prompt)
 
     def _task(self, prompt: str, answer: Fraction, level: int, seed: int = 0) -> Task:
         return Task(
-            id=f"math/{problem_hash(prompt):016x}",
+            id=f"math/{stable_hash(prompt):016x}",
             env=self.name,
             prompt=prompt,
             payload={"answer": format_number(answer), "level": level},

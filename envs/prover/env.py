@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import re
 
 import numpy as np
@@ -10,6 +9,7 @@ import numpy as np
 from envs.base import Task, Verdict
 from envs.prover.checker import check
 from envs.prover.generator import LEVELS, make_theorem
+from envs.split import HeldoutSplit, stable_hash
 
 
 _SELF_VERDICT = re.compile(r"<verify>.*?</verify>\s*$", re.S)
@@ -24,20 +24,16 @@ class ProverEnv:
             raise ValueError(f"prover levels must be among {LEVELS}, got {list(levels)}")
         self.levels = tuple(levels)
         self.eval_size, self.eval_seed = eval_size, eval_seed
-        self.threshold = int(heldout_fraction * 10_000)
+        self.split = HeldoutSplit(heldout_fraction)
         self.timeout_s, self.memory_mb, self.allow_unisolated = timeout_s, memory_mb, allow_unisolated
-
-    def _heldout(self, statement: str) -> bool:
-        body = statement.split(":", 1)[1]  # the split is by statement, not by theorem name
-        return int.from_bytes(hashlib.blake2b(body.encode(), digest_size=8).digest(), "big") % 10_000 < self.threshold
 
     def _draw(self, rng: np.random.Generator, heldout: bool) -> Task:
         while True:
             level = self.levels[int(rng.integers(len(self.levels)))]
             theorem, proof = make_theorem(level, rng, 0)
-            if self._heldout(theorem) == heldout:
-                key = hashlib.blake2b(theorem.encode(), digest_size=8).hexdigest()
-                return Task(id=f"prover/{key}", env=self.name, prompt=theorem + "\nProof.\n", payload={"theorem": theorem, "oracle": proof, "level": level})
+            # the split is by statement, not by theorem name
+            if self.split.contains(theorem.split(":", 1)[1]) == heldout:
+                return Task(id=f"prover/{stable_hash(theorem):016x}", env=self.name, prompt=theorem + "\nProof.\n", payload={"theorem": theorem, "oracle": proof, "level": level})
 
     def sample(self, n: int, rng: np.random.Generator) -> list[Task]:
         return [self._draw(rng, False) for _ in range(n)]
