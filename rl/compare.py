@@ -75,9 +75,8 @@ def _plot(curves: dict[str, dict[str, list[tuple[int, float]]]], out_png: Path, 
     for ax in list(axes.flat)[len(keys) :]:
         ax.axis("off")
     handles, labels = axes.flat[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="upper center", ncol=min(4, len(labels)), frameon=False)
-    fig.suptitle(title, y=1.02)
-    fig.tight_layout(rect=(0, 0, 1, 0.95))
+    fig.legend(handles, labels, loc="upper center", ncol=min(4, len(labels)), frameon=False, title=f"experiment: {title}")
+    fig.tight_layout(rect=(0, 0, 1, 0.92))
     out_png.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out_png, dpi=110, bbox_inches="tight")
     plt.close(fig)
@@ -92,7 +91,8 @@ def format_table(rows: list[dict]) -> str:
     varied = sorted({k for r in rows for k in r["tags"]})
     for r in rows:
         if varied:
-            lines.append(f"  {r['run']}: " + ", ".join(f"{k}={r['tags'].get(k)}" for k in varied))
+            shown = [f"{k}={r['tags'][k]}" for k in varied if r["tags"].get(k) not in (None, "None")]
+            lines.append(f"  {r['run']}: " + ", ".join(shown))
     return "\n".join(lines)
 
 
