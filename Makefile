@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	@command -v $(PY) >/dev/null || { echo "need $(PY) on PATH"; exit 1; }
 	# Debian packages: bubblewrap isolates untrusted code (envs/sandbox), coq checks proofs (envs/prover).
-	{ command -v bwrap && command -v coqc; } >/dev/null || { apt-get update -qq && apt-get install -y -qq bubblewrap coq >/dev/null; } \
+	{ command -v bwrap && command -v coqc; } >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap coq >/dev/null; } \
 		|| echo "warning: could not install bubblewrap/coq; sandboxed code and proof checks will refuse to run"
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
