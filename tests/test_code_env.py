@@ -26,6 +26,15 @@ def test_procedural_oracles_pass_at_every_level(env):
             assert v.passed and v.score == 1.0, (t.prompt, v)
 
 
+def test_heldout_holds_out_constants_of_seen_templates(env):
+    import re
+
+    template = lambda t: re.sub(r"\d+|(?<=letter_)[a-z]", "K", t.payload["entry_point"])  # noqa: E731
+    heldout = env.eval_tasks(60)
+    seen = {template(t) for t in env.sample(2000, np.random.default_rng(4))}
+    assert {template(t) for t in heldout} <= seen
+
+
 def test_sampling_determinism_and_heldout_split(env):
     a = env.sample(20, np.random.default_rng(1))
     assert a == env.sample(20, np.random.default_rng(1))
@@ -35,10 +44,11 @@ def test_sampling_determinism_and_heldout_split(env):
 
 
 def test_partial_credit_and_failure_kinds(env):
-    task = next(t for t in env.sample(50, np.random.default_rng(3)) if t.payload["entry_point"] == "larger")
-    half = "    return a\n"  # right whenever a >= b
+    task = next(t for t in env.sample(200, np.random.default_rng(3)) if t.payload["entry_point"].startswith("at_most_"))
+    half = "    return x\n"  # right whenever x is under the cap
     v = env.verify(task, half)
     assert 0 < v.score < 1 and not v.passed and v.parsed
+    assert v.score == v.details["passed"] / v.details["total"]
     v = env.verify(task, "    return (\n")
     assert (v.passed, v.parsed, v.reason) == (False, False, "syntax error")
     v = env.verify(task, "    while True: pass\n")

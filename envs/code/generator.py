@@ -1,11 +1,14 @@
 """Procedural Python function tasks with reference solutions and unit tests, by difficulty.
 
-  1  one-line arithmetic on an int          add_7(x) -> x + 7
-  2  a loop or comprehension over a list    count_above(xs, t) -> how many items exceed t
-  3  strings and accumulation               running_max(xs), count_vowels(s), ...
+  1  one-line arithmetic on an int          add_17(x) -> x + 17
+  2  a loop or comprehension over a list    count_above_12(xs) -> how many items exceed 12
+  3  accumulation and strings               running_max_from_5(xs), count_letter_e(s), ...
 
-Each task: the prompt is the function's signature and docstring; the oracle is its body; the
-tests are `assert` lines comparing the candidate's outputs to the reference's on random inputs.
+Every template carries a constant (in the name and the docstring), so the held-out split (by
+prompt) holds out unseen constants of templates that training does see: the held-out score
+measures whether the policy reads the specification, not whether it memorised a prompt.
+Each task: the prompt is the signature and docstring, the oracle is the body, the tests are
+`assert` lines comparing the candidate's outputs with the reference's on random inputs.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
+
+LETTERS = "abcdeioustxyz"
 
 
 @dataclass(frozen=True)
@@ -26,75 +31,77 @@ class Spec:
     inputs: Callable[[np.random.Generator], tuple]
 
 
-def _ints(rng, n=None, lo=-20, hi=20):
-    n = int(rng.integers(0, 8)) if n is None else n
-    return [int(v) for v in rng.integers(lo, hi + 1, size=n)]
+def _ints(rng, lo=-30, hi=30):
+    return [int(v) for v in rng.integers(lo, hi + 1, size=int(rng.integers(0, 8)))]
 
 
 def _word(rng):
-    letters = "abcdeioustxyz"
-    return "".join(letters[int(i)] for i in rng.integers(0, len(letters), size=int(rng.integers(0, 9))))
+    return "".join(LETTERS[int(i)] for i in rng.integers(0, len(LETTERS), size=int(rng.integers(0, 10))))
+
+
+def _int_arg(rng):
+    return (int(rng.integers(-99, 100)),)
 
 
 def _level1(rng) -> Spec:
-    k = int(rng.integers(2, 10))
+    k = int(rng.integers(2, 51))
     kind = int(rng.integers(0, 4))
     if kind == 0:
-        return Spec(f"add_{k}", "x", f"Return x plus {k}.", f"    return x + {k}\n", lambda x: x + k, lambda r: (int(r.integers(-99, 100)),))
+        return Spec(f"add_{k}", "x", f"Return x plus {k}.", f"    return x + {k}\n", lambda x: x + k, _int_arg)
     if kind == 1:
-        return Spec(f"times_{k}", "x", f"Return x times {k}.", f"    return x * {k}\n", lambda x: x * k, lambda r: (int(r.integers(-99, 100)),))
+        return Spec(f"times_{k}", "x", f"Return x times {k}.", f"    return x * {k}\n", lambda x: x * k, _int_arg)
     if kind == 2:
-        return Spec(
-            f"is_multiple_of_{k}", "x", f"Return True if x is a multiple of {k}.", f"    return x % {k} == 0\n",
-            lambda x: x % k == 0, lambda r: (int(r.integers(-50, 51)),),
-        )
-    return Spec(
-        "larger", "a, b", "Return the larger of a and b.", "    return a if a > b else b\n",
-        lambda a, b: max(a, b), lambda r: (int(r.integers(-50, 51)), int(r.integers(-50, 51))),
-    )
+        return Spec(f"is_multiple_of_{k}", "x", f"Return True if x is a multiple of {k}.", f"    return x % {k} == 0\n", lambda x: x % k == 0, _int_arg)
+    return Spec(f"at_most_{k}", "x", f"Return x, but never more than {k}.", f"    return min(x, {k})\n", lambda x: min(x, k), _int_arg)
 
 
 def _level2(rng) -> Spec:
     kind = int(rng.integers(0, 4))
     if kind == 0:
+        t = int(rng.integers(-20, 21))
+        name = f"count_above_{t}" if t >= 0 else f"count_above_minus_{-t}"
         return Spec(
-            "count_above", "xs, t", "Return how many items of xs are greater than t.",
-            "    return sum(1 for x in xs if x > t)\n", lambda xs, t: sum(1 for x in xs if x > t),
-            lambda r: (_ints(r), int(r.integers(-10, 11))),
+            name, "xs", f"Return how many items of xs are greater than {t}.",
+            f"    return sum(1 for x in xs if x > {t})\n", lambda xs: sum(1 for x in xs if x > t), lambda r: (_ints(r),),
         )
+    k = int(rng.integers(2, 10))
     if kind == 1:
         return Spec(
-            "evens", "xs", "Return the even items of xs, in order.", "    return [x for x in xs if x % 2 == 0]\n",
-            lambda xs: [x for x in xs if x % 2 == 0], lambda r: (_ints(r),),
+            f"multiples_of_{k}", "xs", f"Return the items of xs that are multiples of {k}, in order.",
+            f"    return [x for x in xs if x % {k} == 0]\n", lambda xs: [x for x in xs if x % k == 0], lambda r: (_ints(r),),
         )
     if kind == 2:
         return Spec(
-            "sum_squares", "xs", "Return the sum of the squares of the items of xs.", "    return sum(x * x for x in xs)\n",
-            lambda xs: sum(x * x for x in xs), lambda r: (_ints(r),),
+            f"sum_plus_{k}", "xs", f"Return the sum of the items of xs plus {k}.",
+            f"    return sum(xs) + {k}\n", lambda xs: sum(xs) + k, lambda r: (_ints(r),),
         )
     return Spec(
-        "reverse", "xs", "Return xs in reverse order, as a new list.", "    return xs[::-1]\n",
-        lambda xs: xs[::-1], lambda r: (_ints(r),),
+        f"first_{k}", "xs", f"Return the first {k} items of xs (all of them if there are fewer).",
+        f"    return xs[:{k}]\n", lambda xs: xs[:k], lambda r: (_ints(r),),
     )
 
 
 def _level3(rng) -> Spec:
     kind = int(rng.integers(0, 3))
     if kind == 0:
+        k = int(rng.integers(-9, 10))
+        name = f"running_max_from_{k}" if k >= 0 else f"running_max_from_minus_{-k}"
         return Spec(
-            "running_max", "xs", "Return a list whose i-th item is the largest of xs[0..i].",
-            "    out = []\n    for x in xs:\n        out.append(x if not out or x > out[-1] else out[-1])\n    return out\n",
-            lambda xs: [max(xs[: i + 1]) for i in range(len(xs))], lambda r: (_ints(r),),
+            name, "xs", f"Return a list whose i-th item is the largest of {k} and xs[0..i].",
+            f"    out = []\n    m = {k}\n    for x in xs:\n        m = max(m, x)\n        out.append(m)\n    return out\n",
+            lambda xs: [max([k, *xs[: i + 1]]) for i in range(len(xs))], lambda r: (_ints(r),),
         )
     if kind == 1:
+        c = LETTERS[int(rng.integers(0, len(LETTERS)))]
         return Spec(
-            "count_vowels", "s", "Return the number of vowels (a, e, i, o, u) in s.",
-            "    return sum(1 for c in s if c in 'aeiou')\n", lambda s: sum(1 for c in s if c in "aeiou"), lambda r: (_word(r),),
+            f"count_letter_{c}", "s", f"Return how many times the letter '{c}' occurs in s.",
+            f"    return s.count('{c}')\n", lambda s: s.count(c), lambda r: (_word(r),),
         )
+    k = int(rng.integers(1, 6))
     return Spec(
-        "dedupe", "xs", "Return xs without repeated items, keeping first occurrences in order.",
-        "    seen = set()\n    out = []\n    for x in xs:\n        if x not in seen:\n            seen.add(x)\n            out.append(x)\n    return out\n",
-        lambda xs: list(dict.fromkeys(xs)), lambda r: (_ints(r, lo=0, hi=5),),
+        f"first_{k}_distinct", "xs", f"Return the first {k} distinct items of xs, in order of first occurrence.",
+        f"    out = []\n    for x in xs:\n        if x not in out:\n            out.append(x)\n    return out[:{k}]\n",
+        lambda xs: list(dict.fromkeys(xs))[:k], lambda r: (_ints(r, 0, 5),),
     )
 
 
