@@ -8,6 +8,8 @@ under `<runs_dir>/sft-cache/<hash of policy, env, sft, seed>` and reused by late
 
 from __future__ import annotations
 
+import hashlib
+import json
 import shutil
 import time
 from pathlib import Path
@@ -18,8 +20,11 @@ from envs.base import Env
 from rl.config import ExperimentConfig
 
 
-def sft_cache_dir(cfg: ExperimentConfig) -> Path:
-    key = cfg.fingerprint("policy", "env", "sft")
+def sft_cache_dir(cfg: ExperimentConfig, env: Env) -> Path:
+    """Keyed by the settings and by the demonstrations themselves: a change to an env's generator
+    must not reuse a policy trained on the old tasks."""
+    sample = json.dumps(demonstrations(env, 32, cfg.run.seed), sort_keys=True)
+    key = hashlib.sha256((cfg.fingerprint("policy", "env", "sft") + sample).encode()).hexdigest()[:12]
     return Path(cfg.run.runs_dir) / "sft-cache" / f"{cfg.env.name}-{key}-seed{cfg.run.seed}"
 
 
@@ -30,7 +35,7 @@ def demonstrations(env: Env, n: int, seed: int) -> list[dict[str, str]]:
 
 def run_sft(cfg: ExperimentConfig, env: Env, *, log=print) -> Path:
     """Train (or reuse) the SFT policy; returns its folder (a `from_pretrained` folder)."""
-    out = sft_cache_dir(cfg)
+    out = sft_cache_dir(cfg, env)
     if cfg.sft.cache and (out / "DONE").exists():
         log(f"sft: reusing cached policy {out}")
         return out
