@@ -11,6 +11,10 @@ The scheduled total reward of a completion is `R = Σ_c w_c(step) · r_c`. In YA
 Schedule kinds: `constant` (value), `linear` and `cosine` (start → end between start_step and
 end_step, constant outside), `step` (value before `at`, `after` from `at` on), `piecewise`
 (points [[step, value], ...], linear in between, constant outside).
+
+PARL's λ1 (`instantiation`) and λ2 (`finish`) anneal to 0 by default, as in the Kimi K2.5
+report: for these two, a bare number λ means `linear` from λ to 0 over the run's `train.steps`.
+Write `{kind: constant, value: λ}` to keep them fixed.
 """
 
 from __future__ import annotations
@@ -114,6 +118,20 @@ class Component(BaseModel):
         return v
 
 
+ANNEALED_BY_DEFAULT = ("instantiation", "finish")
+
+
+def apply_parl_defaults(rewards: dict, total_steps: int) -> dict:
+    """Rewrite bare-number weights of the PARL shaping terms as linear anneals to 0 by `total_steps`."""
+    out = dict(rewards)
+    for name in ANNEALED_BY_DEFAULT:
+        comp = out.get(name)
+        if isinstance(comp, dict) and isinstance(comp.get("weight"), (int, float)) and not isinstance(comp.get("weight"), bool):
+            weight = {"kind": "linear", "start": float(comp["weight"]), "end": 0.0, "start_step": 0, "end_step": max(1, total_steps)}
+            out[name] = {**comp, "weight": weight}
+    return out
+
+
 class RewardsConfig(RootModel[dict[str, Component]]):
     """Reward components by name, each with a weight schedule and parameters."""
 
@@ -152,4 +170,5 @@ class RewardsConfig(RootModel[dict[str, Component]]):
             "      Weight of the component; a number, or {kind: constant|linear|cosine|step|piecewise, ...}.",
             f"  {prefix}<component>.params: mapping = {{}}\n      Keyword parameters of the reward function.",
             f"      components: {', '.join(reward_names())}; default: outcome with weight 1.0.",
+            "      instantiation and finish (PARL λ1, λ2): a bare number anneals linearly to 0 over train.steps.",
         ]

@@ -180,6 +180,17 @@ class ExperimentConfig(Section):
     tracking: TrackingConfig = Field(default_factory=TrackingConfig, description="MLflow and console output.")
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig, description="Checkpoints for resume.")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _parl_defaults(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("rewards"), dict):
+            from rewards.schedule import apply_parl_defaults
+
+            train = data.get("train") if isinstance(data.get("train"), dict) else {}
+            steps = train.get("steps", TrainConfig.model_fields["steps"].default)
+            data = {**data, "rewards": apply_parl_defaults(data["rewards"], steps if isinstance(steps, int) else 1)}
+        return data
+
     def fingerprint(self, *sections: str) -> str:
         """A short content hash of the named sections (e.g. the SFT cache key)."""
         data = {s: getattr(self, s).model_dump(mode="json") for s in sections}

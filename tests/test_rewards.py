@@ -128,3 +128,21 @@ def test_group_rewards_see_their_group_only():
     scored = score_batch(episodes, [TASK] * 5, [PASS] * 5, cfg, step=0)
     assert sorted(seen) == [2, 3]
     assert [b.total for b in scored.breakdowns] == [2.0, 3.0, 2.0, 3.0, 3.0]
+
+
+def test_parl_lambdas_anneal_to_zero_by_default(tmp_path):
+    from rl.config import load_config
+
+    p = tmp_path / "e.yaml"
+    p.write_text(
+        "policy: {}\nenv: {name: math}\ntrain: {steps: 200}\n"
+        "rewards: {outcome: {weight: 1.0}, instantiation: {weight: 0.4, params: {cap: 3}}, finish: {weight: 0.2},"
+        " format: {weight: 0.1}}\n"
+    )
+    cfg = load_config(p)
+    w0, w100, w200 = (cfg.rewards.weights_at(s) for s in (0, 100, 200))
+    assert (w0["instantiation"], w100["instantiation"], w200["instantiation"]) == (0.4, 0.2, 0.0)
+    assert (w0["finish"], w200["finish"]) == (0.2, 0.0)
+    assert w0["format"] == w200["format"] == 0.1  # only the PARL terms anneal by default
+    fixed = RewardsConfig.model_validate({"instantiation": {"weight": {"kind": "constant", "value": 0.4}}})
+    assert fixed.weights_at(10_000)["instantiation"] == 0.4
