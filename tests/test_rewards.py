@@ -94,7 +94,16 @@ def test_score_batch_totals_and_metrics():
     assert scored.metrics["reward_errors/outcome"] == 0.0
 
 
-def test_crashing_and_non_finite_rewards_are_contained_and_counted():
+@pytest.fixture
+def scratch_registry(monkeypatch):
+    """Rewards registered by a test disappear after it."""
+    from rewards import registry
+
+    registry._load_builtins()
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+
+
+def test_crashing_and_non_finite_rewards_are_contained_and_counted(scratch_registry):
     calls = []
 
     @register_reward("_test_crashy")
@@ -115,7 +124,7 @@ def test_crashing_and_non_finite_rewards_are_contained_and_counted():
     assert len(calls) == 3
 
 
-def test_group_rewards_see_their_group_only():
+def test_group_rewards_see_their_group_only(scratch_registry):
     seen = []
 
     @register_reward("_test_group", kind="group")
