@@ -111,3 +111,24 @@ def test_bad_levels_rejected():
         MathEnv(levels=(0,))
     with pytest.raises(ValueError):
         make_problem(9, np.random.default_rng(0))
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.sampled_from(LEVELS), st.integers(0, 2**32 - 1))
+def test_copying_the_prompt_is_never_paid(level, seed):
+    """An expression is not an answer: the verifier must not compute `12+345` to 357."""
+    env = MathEnv(levels=(level,))
+    task = env.sample(1, np.random.default_rng(seed))[0]
+    expression = task.prompt.split("=")[0] if level != 5 else task.prompt
+    for attempt in (expression, f"({expression})", f"${expression}$", f"\\boxed{{{expression}}}"):
+        assert not env.verify(task, attempt).passed, attempt
+
+
+@pytest.mark.parametrize("text,value", [("\\frac{5}{6}", "5/6"), ("$\\frac{5}{6}$", "5/6"), ("\\boxed{357}", "357"), ("-\\dfrac{1}{2}", "-1/2")])
+def test_latex_numbers_are_read(text, value):
+    assert parse_answer(text) == Fraction(value)
+
+
+@pytest.mark.parametrize("text", ["(12)(3)", "\\frac{1}{2}+\\frac{1}{3}", "\\frac{1}{0}", "\\sqrt{4}"])
+def test_latex_expressions_are_not_evaluated(text):
+    assert parse_answer(text) is None

@@ -3,8 +3,9 @@
 The fast path reads integers, decimals and fractions with a regular expression and compares
 exact `Fraction`s: it handles thousands of completions per second. Only the first line of a
 completion counts, `x=` may precede an equation's answer, and whitespace, a leading `+` and
-leading zeros are ignored. Anything else goes to `math_verify` with a length cap and no
-evaluation of exponent towers, so model output cannot hang or exhaust the verifier.
+leading zeros are ignored. Besides plain numbers, a single LaTeX fraction is read
+(`\\frac{5}{6}`, optionally in `$...$` or `\\boxed{...}`). Nothing is ever evaluated: an
+answer that is an expression (a copy of the prompt, say) is unreadable, not computed.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from fractions import Fraction
 
 MAX_ANSWER_CHARS = 64
 _NUMBER = re.compile(r"^\s*(?:[a-z]\s*=\s*)?([+-]?)\s*(\d+(?:\.\d+)?)\s*(?:/\s*([+-]?\d+))?\s*$")
-_SAFE_FALLBACK = re.compile(r"^[0-9a-z+\-*/().\\{} ^]+$")
+_WRAPPER = re.compile(r"^(?:\$(.*)\$|\\boxed\{(.*)\})$")
+_LATEX_FRACTION = re.compile(r"^([+-]?)\s*\\[dt]?frac\{\s*(\d+)\s*\}\{\s*(\d+)\s*\}$")
 
 
 def parse_answer(text: str) -> Fraction | None:
@@ -35,23 +37,28 @@ def parse_answer(text: str) -> Fraction | None:
 
 
 def _fallback(line: str) -> Fraction | None:
-    # math_verify understands LaTeX fractions and simple expressions (\frac{5}{6}); exponents are
-    # refused up front because sympy would try to evaluate 9**9**9.
-    if not line or "**" in line or "^" in line or not _SAFE_FALLBACK.match(line):
-        return None
-    try:
-        from math_verify import parse
+    """A single LaTeX number: `\\frac{5}{6}`, `-\\dfrac{1}{2}`, optionally in `$...$` or `\\boxed{...}`.
 
-        parsed = parse(f"${line}$", parsing_timeout=1)
-    except Exception:
+    Nothing that contains arithmetic is evaluated: a policy that copies the prompt (`12+345`)
+    or writes `(12)(3)` must not be paid for the value an algebra system computes from it.
+    """
+    text = line.strip()
+    for _ in range(3):  # peel wrappers, a bounded number of times
+        unwrapped = _WRAPPER.match(text)
+        if not unwrapped:
+            break
+        text = next(g for g in unwrapped.groups() if g is not None).strip()
+    m = _NUMBER.match(text)
+    if m:
+        return parse_answer(text)
+    m = _LATEX_FRACTION.match(text)
+    if not m:
         return None
-    for item in parsed:
-        try:
-            if getattr(item, "is_Rational", False):
-                return Fraction(int(item.p), int(item.q))
-        except Exception:
-            continue
-    return None
+    sign, num, den = m.groups()
+    if int(den) == 0:
+        return None
+    value = Fraction(int(num), int(den))
+    return -value if sign == "-" else value
 
 
 def answers_equal(text: str, expected: Fraction) -> tuple[bool, bool]:
