@@ -1,7 +1,14 @@
-"""Reward functions (pure, registered by name), schedules and batch scoring."""
+"""Reward functions (pure, registered by name), reward schedules and batch scoring.
 
-from rewards.length import kimi_length_reward, overlong_penalty
-from rewards.parl import critical_steps
+Importing the package registers every built-in component:
+outcome, format, self_verification, instantiation, finish, anti_serial_collapse, length, overlong.
+"""
+
+# each component module registers itself on import
+from rewards import anti_serial_collapse, finish, format, instantiation, length, outcome, overlong, self_verification  # noqa: F401
+from rewards.critical_path import critical_steps
+from rewards.length import kimi_length_reward
+from rewards.overlong import overlong_penalty
 from rewards.registry import get_reward, register_reward, reward_names
 from rewards.schedule import RewardsConfig
 from rewards.scoring import Scored, score_batch

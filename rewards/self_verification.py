@@ -1,27 +1,45 @@
-"""Self-verification: the policy ends its answer with a verdict on its own solution.
+"""`self_verification`: the policy ends its answer with a verdict on its own solution.
 
-Format (the last thing in the completion, once):
+Format (the last thing in the completion, exactly once; case and spaces inside the tag ignored):
+
     <verify>correct</verify>      p = 1
     <verify>incorrect</verify>    p = 0
-    <verify>p=0.8</verify>        p = 0.8 (0 <= p <= 1)
-Reward: 1 - |p - y| with y = 1 if the checker passed the answer, else 0. A missing, repeated
-or malformed verdict scores 0, so hedging with several tags earns nothing. The expected reward
-of a stated p is maximised by the true pass probability only in the |·| sense (median), so we
-also log proper scoring (Brier) and ranking (AUROC) calibration metrics per batch.
+    <verify>p=0.8</verify>        p = 0.8     (decimal, 0 <= p <= 1)
+
+With y = 1 if the checker passed the answer else 0:
+
+    rule="absolute" (default, the issue's formula):  r = 1 - |p - y|
+    rule="brier":                                    r = 1 - (p - y)^2
+
+and r = 0 when the verdict is missing, malformed, out of range, not last, or repeated (hedging
+with several tags earns nothing).
+
+Why two rules. If the answer is right with probability q, the expected absolute reward of a
+stated p is 1 - q(1-p) - (1-q)p, linear in p: it is maximised by p = 1 whenever q > 1/2, so a
+policy that always says "correct" earns q, more than an honest calibrated p = q earns
+(1 - 2q(1-q)) whenever 1/2 < q < 1. The absolute rule is not a proper scoring rule; it rewards
+honesty only where q < 1/2. The Brier rule is strictly proper: its expectation
+1 - q(1-p)^2 - (1-q)p^2 peaks at p = q, and honest (1 - q(1-q)) >= always-correct (q) for every q
+since the difference is (1-q)^2. Use `params: {rule: brier}` once the policy is usually right.
+
+`calibration_metrics` summarises a batch (accuracy of the verdict at 0.5, Brier score, AUROC) for
+logging, whichever rule pays the reward.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from typing import Sequence
+from typing import Literal, Sequence
+
+import numpy as np
 
 from envs.base import Task, Verdict
 from rewards.registry import register_reward
 from rollout.episode import Episode
 
-_TAG = re.compile(r"<verify>(.*?)</verify>", re.S)
-_PROB = re.compile(r"^\s*p\s*=\s*([01](?:\.\d+)?|\.\d+)\s*$")
+_TAG = re.compile(r"<verify>(.*?)</verify>", re.S | re.I)
+_PROB = re.compile(r"p\s*=\s*(\d+(?:\.\d*)?|\.\d+)")
 
 
 def parse_self_verdict(text: str) -> float | None:
@@ -34,7 +52,7 @@ def parse_self_verdict(text: str) -> float | None:
         return 1.0
     if body == "incorrect":
         return 0.0
-    m = _PROB.match(body)
+    m = _PROB.fullmatch(body)
     if not m:
         return None
     p = float(m.group(1))
@@ -42,33 +60,55 @@ def parse_self_verdict(text: str) -> float | None:
 
 
 @register_reward("self_verification")
-def self_verification(episode: Episode, task: Task, verdict: Verdict) -> float:
+def self_verification(
+    episode: Episode, task: Task, verdict: Verdict, rule: Literal["absolute", "brier"] = "absolute"
+) -> float:
+    """1 - |p - y| (or 1 - (p - y)^2 with rule="brier") for the stated p; 0 without a valid verdict."""
+    if rule not in ("absolute", "brier"):
+        raise ValueError(f"rule must be 'absolute' or 'brier', got {rule!r}")
     p = parse_self_verdict(episode.completion_text)
     if p is None:
         return 0.0
-    return 1.0 - abs(p - (1.0 if verdict.passed else 0.0))
+    gap = abs(p - (1.0 if verdict.passed else 0.0))
+    return 1.0 - (gap if rule == "absolute" else gap * gap)
 
 
 def calibration_metrics(ps: Sequence[float | None], ys: Sequence[bool]) -> dict[str, float]:
-    """Accuracy of the self-verdict at 0.5, Brier score and AUROC over the parsed verdicts.
+    """Calibration of the self-verdicts `ps` (None = missing) against the checker's results `ys`.
 
-    Unparsed verdicts count as wrong for accuracy and are left out of Brier/AUROC (which are nan
-    when nothing parsed; AUROC is nan when only one class is present).
+    - `self_verify/accuracy`: fraction of all samples with (p >= 0.5) == y; a missing verdict counts
+      as wrong (nan for an empty batch);
+    - `self_verify/brier`: mean (p - y)^2 over the parsed verdicts (lower is better);
+    - `self_verify/auroc`: probability that a passed answer got a higher p than a failed one (ties
+      count 1/2) over the parsed verdicts; nan unless both classes are present;
+    - `self_verify/parsed`: fraction of samples with a valid verdict.
+    Brier and AUROC are nan when nothing parsed.
     """
     if len(ps) != len(ys):
-        raise ValueError("ps and ys differ in size")
+        raise ValueError(f"ps ({len(ps)}) and ys ({len(ys)}) differ in size")
+    n = len(ps)
     pairs = [(float(p), bool(y)) for p, y in zip(ps, ys) if p is not None]
     for p, _ in pairs:
-        if not math.isfinite(p) or not 0 <= p <= 1:
-            raise ValueError(f"probabilities must lie in [0, 1], got {p}")
-    n = len(ps)
-    acc = sum((p >= 0.5) == y for p, y in pairs) / n if n else math.nan
-    brier = sum((p - y) ** 2 for p, y in pairs) / len(pairs) if pairs else math.nan
-    pos = [p for p, y in pairs if y]
-    neg = [p for p, y in pairs if not y]
-    if pos and neg:
-        wins = sum(1.0 if a > b else 0.5 if a == b else 0.0 for a in pos for b in neg)
-        auroc = wins / (len(pos) * len(neg))
-    else:
-        auroc = math.nan
-    return {"self_verify/accuracy": acc, "self_verify/brier": brier, "self_verify/auroc": auroc, "self_verify/parsed": len(pairs) / n if n else math.nan}
+        if not math.isfinite(p) or not 0.0 <= p <= 1.0:
+            raise ValueError(f"self-verdict probabilities must be finite and in [0, 1], got {p!r}")
+    nan = math.nan
+    if not pairs:
+        return {"self_verify/accuracy": 0.0 if n else nan, "self_verify/brier": nan, "self_verify/auroc": nan, "self_verify/parsed": 0.0 if n else nan}
+    p = np.array([a for a, _ in pairs])
+    y = np.array([b for _, b in pairs])
+    accuracy = float(np.sum((p >= 0.5) == y)) / n
+    brier = float(np.mean((p - y) ** 2))
+    return {"self_verify/accuracy": accuracy, "self_verify/brier": brier, "self_verify/auroc": _auroc(p, y), "self_verify/parsed": len(pairs) / n}
+
+
+def _auroc(p: np.ndarray, y: np.ndarray) -> float:
+    n_pos = int(y.sum())
+    n_neg = len(y) - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return math.nan
+    # Mann-Whitney U with mid-ranks for ties: O(n log n) instead of comparing every pair
+    _, inverse, counts = np.unique(p, return_inverse=True, return_counts=True)
+    mid_rank = np.cumsum(counts) - (counts - 1) / 2.0
+    ranks = mid_rank[inverse]
+    u = ranks[y].sum() - n_pos * (n_pos + 1) / 2.0
+    return float(u / (n_pos * n_neg))
