@@ -1,131 +1,65 @@
-"""MuonClip: the Muon/AdamW split, QK-Clip, state round trip; the QK probe against eager attention."""
+"""MuonClip: the Muon/AdamW split, training steps, state round trip, and QK-Clip on measured logits."""
 
 from __future__ import annotations
 
 import copy
+import io
+import math
 
 import pytest
 import torch
 from transformers import AutoModelForCausalLM, LlamaConfig, Qwen2Config
 
-from policies.qk_probe import QK_PROBE_ATTENTION, max_qk_logit, probe_qk, read_max_logits, register_qk_probe
-from rl.optim import build_optimizer, qk_clip
+from policies.qk_probe import QK_PROBE_ATTENTION, probe_qk, read_max_logits, register_qk_probe
+from rl.optim import build_optimizer, qk_clip, split_params
+
+VOCAB = 40
+HEADS = 4
 
 
-def tiny(arch="llama", kv=4, seed=0, attn=QK_PROBE_ATTENTION):
+def tiny(arch="llama", kv=HEADS, seed=0, tie=False):
     register_qk_probe()
     cls = {"llama": LlamaConfig, "qwen2": Qwen2Config}[arch]
-    cfg = cls(vocab_size=40, hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
-              num_key_value_heads=kv, head_dim=32, max_position_embeddings=64, pad_token_id=0)
+    cfg = cls(vocab_size=VOCAB, hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=HEADS,
+              num_key_value_heads=kv, head_dim=32, max_position_embeddings=64, pad_token_id=0, tie_word_embeddings=tie)
     torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(cfg, attn_implementation=attn).float()
-    with torch.no_grad():  # zero-initialised q/k biases would hide a bias that is not clipped
+    model = AutoModelForCausalLM.from_config(cfg, attn_implementation=QK_PROBE_ATTENTION).float()
+    with torch.no_grad():  # Qwen2's q/k biases start at zero: a bias left unclipped would go unseen
         for n, p in model.named_parameters():
             if n.endswith("bias"):
                 p.normal_(0, 0.5)
     return model
 
 
-def batch(seed=1, b=3, t=12, left_pad=(0, 4, 7)):
-    g = torch.Generator().manual_seed(seed)
-    ids = torch.randint(1, 40, (b, t), generator=g)
-    mask = torch.ones(b, t, dtype=torch.long)
-    for i, p in enumerate(left_pad[:b]):
-        mask[i, :p] = 0
-        ids[i, :p] = 0
-    return ids, mask
+def tokens(b=3, t=12, seed=1):
+    return torch.randint(1, VOCAB, (b, t), generator=torch.Generator().manual_seed(seed))
 
 
-def measure(model, ids, mask):
+def measure(model, ids):
     with torch.no_grad(), probe_qk(model):
-        model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0))
+        model(input_ids=ids)
     return read_max_logits(model)
 
 
-def eager_max_logits(model, ids, mask):
-    """Reference: hook q/k projections, apply RoPE as the model does, full T×T matrix, mask."""
-    from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
-
-    out, store = {}, {}
-    pos = (mask.cumsum(-1) - 1).clamp(min=0)
-    handles = []
-    for layer in model.model.layers:
-        attn = layer.self_attn
-
-        def hook(mod, args, kwargs, attn=attn):
-            store[attn.layer_idx] = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
-
-        handles.append(attn.register_forward_pre_hook(hook, with_kwargs=True))
-    with torch.no_grad():
-        model(input_ids=ids, attention_mask=mask, position_ids=pos)
-        cos, sin = model.model.rotary_emb(store[0], pos)
-        for layer in model.model.layers:
-            a = layer.self_attn
-            h = store[a.layer_idx]
-            b, t, _ = h.shape
-            q = a.q_proj(h).view(b, t, -1, a.head_dim).transpose(1, 2)
-            k = a.k_proj(h).view(b, t, -1, a.head_dim).transpose(1, 2)
-            q, k = apply_rotary_pos_emb(q, k, cos, sin)
-            k = k.repeat_interleave(a.num_key_value_groups, dim=1)
-            logits = q @ k.transpose(-1, -2) * a.scaling  # [B, H, T, T]
-            valid = torch.tril(torch.ones(t, t, dtype=torch.bool))[None, None] & mask.bool()[:, None, None, :]
-            valid = valid & mask.bool()[:, None, :, None]  # padded queries do not count
-            out[a.layer_idx] = logits.masked_fill(~valid, -torch.inf).amax(dim=(0, 2, 3))
-    for hnd in handles:
-        hnd.remove()
-    return out
+def train(model, opt, ids, steps):
+    losses = []
+    for _ in range(steps):
+        loss = model(input_ids=ids, labels=ids).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    return losses
 
 
-@pytest.mark.parametrize("arch,kv", [("llama", 4), ("llama", 2), ("qwen2", 4)])
-def test_probe_matches_eager_reference(arch, kv):
-    model = tiny(arch, kv)
-    ids, mask = batch()
-    # make logits large enough that masked positions would matter
-    got, ref = measure(model, ids, mask), eager_max_logits(model, ids, mask)
-    for layer in ref:
-        assert torch.allclose(got[layer], ref[layer], atol=1e-4)
-    ids2, mask2 = batch(left_pad=(0, 0, 0))
-    got2, ref2 = measure(model, ids2, mask2), eager_max_logits(model, ids2, mask2)
-    for layer in ref2:
-        assert torch.allclose(got2[layer], ref2[layer], atol=1e-4)
-
-
-def test_chunked_max_equals_full_max():
-    g = torch.Generator().manual_seed(0)
-    q, k = torch.randn(2, 4, 300, 32, generator=g), torch.randn(2, 2, 300, 32, generator=g)
-    full = max_qk_logit(q, k, None, 0.2, True, kv_groups=2, chunk=10_000)
-    chunked = max_qk_logit(q, k, None, 0.2, True, kv_groups=2, chunk=7)
-    assert torch.allclose(full, chunked)
-    # the causal rule excludes the future: make a future key huge, the max must not see it
-    k2 = k.clone()
-    k2[:, :, -1] = 1000.0
-    q2 = q.clone()
-    q2[:, :, -1] = 0.0  # the only query allowed to see the last key contributes 0
-    assert float(max_qk_logit(q2, k2, None, 0.2, True, kv_groups=2).max()) < 100
-
-
-def test_probe_matches_stock_sdpa_outputs_and_gradients():
-    a, b = tiny(seed=3), tiny(seed=3, attn="sdpa")
-    ids, mask = batch()
-    with probe_qk(a):
-        la = a(input_ids=ids, attention_mask=mask).logits
-    lb = b(input_ids=ids, attention_mask=mask).logits
-    assert torch.allclose(la, lb, atol=1e-5)
-    la.sum().backward()
-    lb.sum().backward()
-    assert torch.allclose(a.model.layers[0].self_attn.q_proj.weight.grad, b.model.layers[0].self_attn.q_proj.weight.grad, atol=1e-4)
-
-
-def test_probe_off_records_nothing():
-    model = tiny()
-    ids, mask = batch()
-    model(input_ids=ids, attention_mask=mask)
-    assert read_max_logits(model) == {}
+def head_rows(model, layer, head):
+    a = model.model.layers[layer].self_attn
+    return a, slice(head * a.head_dim, (head + 1) * a.head_dim)
 
 
 def blow_up_head(model, layer, head, factor):
-    a = model.model.layers[layer].self_attn
-    rows = slice(head * a.head_dim, (head + 1) * a.head_dim)
+    """Scale query head `head` by `factor`, and under MHA its own key head too (logits × factor²)."""
+    a, rows = head_rows(model, layer, head)
     with torch.no_grad():
         for proj in (a.q_proj, a.k_proj) if a.num_key_value_groups == 1 else (a.q_proj,):
             proj.weight[rows] *= factor
@@ -133,84 +67,186 @@ def blow_up_head(model, layer, head, factor):
                 proj.bias[rows] *= factor
 
 
-@pytest.mark.parametrize("arch,kv", [("llama", 4), ("llama", 2), ("qwen2", 4)])
-def test_qk_clip_brings_hot_head_under_tau_and_leaves_others(arch, kv):
+# ---------------------------------------------------------------- QK-Clip
+
+
+@pytest.mark.parametrize("arch,kv", [("llama", 4), ("llama", 2), ("qwen2", 4), ("qwen2", 2)])
+def test_qk_clip_brings_the_hot_head_to_tau_and_leaves_the_rest(arch, kv):
     model = tiny(arch, kv)
-    ids, mask = batch(left_pad=(0, 0, 0))
-    blow_up_head(model, 1, 2, 8.0)
-    before = measure(model, ids, mask)
-    others = max(float(before[l][h]) for l in before for h in range(4) if (l, h) != (1, 2))
-    hot = float(before[1][2])
+    ids = tokens()
+    layer, head = 1, 2
+    blow_up_head(model, layer, head, 8.0)
+    before = measure(model, ids)
+    hot = float(before[layer][head])
+    others = max(float(before[l][h]) for l in before for h in range(HEADS) if (l, h) != (layer, head))
     assert hot > 2 * others
-    tau = (hot * others) ** 0.5  # only the blown-up head is over tau
+    tau = math.sqrt(hot * others)  # only the blown-up head is over tau
     snapshot = copy.deepcopy(model.state_dict())
+
     stats = qk_clip(model, before, tau)
-    assert stats["clipped_heads"] == 1
-    after = measure(model, ids, mask)
-    assert float(after[1][2]) <= tau * (1 + 1e-4)
-    assert float(after[1][2]) >= tau * 0.999  # scaled to tau, not further
-    a = model.model.layers[1].self_attn
-    d = a.head_dim
+
+    assert stats == {"clipped_heads": 1, "max_logit": pytest.approx(hot)}
+    after = measure(model, ids)
+    assert tau * 0.999 <= float(after[layer][head]) <= tau * (1 + 1e-4)  # to tau, not below it
+    for l in before:
+        for h in range(HEADS):
+            if (l, h) != (layer, head):
+                assert float(after[l][h]) == float(before[l][h]), (l, h)
+    _, rows = head_rows(model, layer, head)
+    changed = {f"model.layers.{layer}.self_attn.q_proj.{p}" for p in ("weight", "bias")}
+    if kv == HEADS:  # MHA: the head's own key rows are scaled too; GQA: the shared key is not
+        changed |= {f"model.layers.{layer}.self_attn.k_proj.{p}" for p in ("weight", "bias")}
     for name, tensor in model.state_dict().items():
-        if name.startswith("model.layers.1.self_attn.q_proj"):
-            keep = torch.ones(tensor.shape[0], dtype=torch.bool)
-            keep[2 * d : 3 * d] = False
-            assert torch.equal(tensor[keep], snapshot[name][keep]), name
-            assert not torch.equal(tensor[~keep], snapshot[name][~keep]), name
-        elif name.startswith("model.layers.1.self_attn.k_proj") and kv == 4:
-            keep = torch.ones(tensor.shape[0], dtype=torch.bool)
-            keep[2 * d : 3 * d] = False
-            assert torch.equal(tensor[keep], snapshot[name][keep]), name
-        else:
+        if name not in changed:
             assert torch.equal(tensor, snapshot[name]), f"{name} must be untouched"
+            continue
+        keep = torch.ones(tensor.shape[0], dtype=torch.bool)
+        keep[rows] = False
+        assert torch.equal(tensor[keep], snapshot[name][keep]), name
+        assert not torch.equal(tensor[~keep], snapshot[name][~keep]), name
 
 
-def test_param_split_muon_vs_adamw():
+def test_qk_clip_split_between_query_and_key_under_mha():
     model = tiny("qwen2")
+    a, rows = head_rows(model, 0, 1)
+    q, k, bq = a.q_proj.weight[rows].clone(), a.k_proj.weight[rows].clone(), a.q_proj.bias[rows].clone()
+    logits = {0: torch.tensor([1.0, 400.0, 2.0, 3.0]), 1: torch.zeros(HEADS)}
+    qk_clip(model, logits, 100.0)
+    # gamma = 1/4: each side by sqrt(gamma) = 1/2, so both keep their share of the logit scale
+    torch.testing.assert_close(a.q_proj.weight[rows], q / 2, rtol=0, atol=0)
+    torch.testing.assert_close(a.k_proj.weight[rows], k / 2, rtol=0, atol=0)
+    torch.testing.assert_close(a.q_proj.bias[rows], bq / 2, rtol=0, atol=0)
+
+
+def test_qk_clip_leaves_everything_when_no_head_is_over_tau():
+    model = tiny("qwen2", 2)
+    ids = tokens()
+    logits = measure(model, ids)
+    snapshot = copy.deepcopy(model.state_dict())
+    tau = max(float(v.max()) for v in logits.values())  # equal to tau is not over it
+    assert qk_clip(model, logits, tau)["clipped_heads"] == 0
+    inf_logits = {0: torch.tensor([float("inf"), float("nan"), 0.0, 0.0])}
+    assert qk_clip(model, inf_logits, 1.0)["clipped_heads"] == 0  # gamma 0 would erase the head
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, snapshot[name]), name
+    with pytest.raises(ValueError):
+        qk_clip(model, logits, 0.0)
+
+
+# ---------------------------------------------------------------- the optimizer
+
+
+@pytest.mark.parametrize("arch,tie", [("llama", True), ("qwen2", False)])
+def test_hidden_matrices_go_to_muon_everything_else_to_adamw(arch, tie):
+    model = tiny(arch, 2, tie=tie)
     opt = build_optimizer(model, name="muonclip")
+    names = dict(model.named_parameters())
     muon, adamw = set(opt.params_of("muon")), set(opt.params_of("adamw"))
-    assert muon and adamw and not muon & adamw
-    for n, p in model.named_parameters():
-        if "embed" in n or "lm_head" in n or "norm" in n or n.endswith("bias"):
-            assert n in adamw, n
-        elif p.ndim == 2:
-            assert n in muon, n
-    assert isinstance(opt.optimizers["muon"], torch.optim.Muon)
-    assert opt.optimizers["muon"].defaults["adjust_lr_fn"] == "match_rms_adamw"
-    assert set(build_optimizer(model, name="adamw").params_of("adamw")) == {n for n, _ in model.named_parameters()}
+    assert muon | adamw == set(names) and not muon & adamw
+    expected_muon = {
+        n for n in names
+        if n.endswith("weight") and any(f".{p}." in n for p in ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"))
+    }
+    assert muon == expected_muon
+    assert "model.embed_tokens.weight" in adamw and ("lm_head.weight" in adamw) == (not tie)
+    assert any("norm" in n for n in adamw)
+    assert any(n.endswith("bias") for n in adamw) == (arch == "qwen2")
+    # the optimizers hold exactly those tensors (a tied head once, through the embedding)
+    held = {part: {id(p) for g in o.param_groups for p in g["params"]} for part, o in opt.optimizers.items()}
+    assert held["muon"] == {id(names[n]) for n in muon}
+    assert held["adamw"] == {id(names[n]) for n in adamw}
+    assert id(model.get_output_embeddings().weight) in held["adamw"]
+    muon_opt = opt.optimizers["muon"]
+    assert isinstance(muon_opt, torch.optim.Muon) and isinstance(opt.optimizers["adamw"], torch.optim.AdamW)
+    assert muon_opt.defaults["adjust_lr_fn"] == "match_rms_adamw" and muon_opt.defaults["weight_decay"] == 0.0
+    assert muon_opt.defaults["lr"] == 0.02 and opt.optimizers["adamw"].defaults["lr"] == 3e-3
+
+
+def test_adamw_mode_puts_every_parameter_on_adamw_with_adamw_lr():
+    model = tiny("qwen2")
+    opt = build_optimizer(model, name="adamw", lr=0.5, adamw_lr=1e-3)
+    assert set(opt.optimizers) == {"adamw"}
+    assert set(opt.params_of("adamw")) == {n for n, _ in model.named_parameters()}
+    assert [g["lr"] for g in opt.param_groups] == [1e-3]
     with pytest.raises(ValueError):
         build_optimizer(model, name="sgd")
 
 
-@pytest.mark.parametrize("name", ["muonclip", "adamw"])
-def test_optimizer_reduces_loss(name):
+def test_frozen_parameters_are_left_out():
     model = tiny()
-    ids, mask = batch(left_pad=(0, 0, 0))
-    opt = build_optimizer(model, name=name, lr=0.02, adamw_lr=3e-3)
-    losses = []
-    for _ in range(8):
-        loss = model(input_ids=ids, labels=ids).loss
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(float(loss.detach()))
-    assert losses[-1] < losses[0] * 0.8
+    model.model.embed_tokens.weight.requires_grad_(False)
+    model.model.layers[0].self_attn.q_proj.weight.requires_grad_(False)
+    opt = build_optimizer(model)
+    assert "model.embed_tokens.weight" not in opt.assignment
+    assert "model.layers.0.self_attn.q_proj.weight" not in opt.assignment
+
+
+@pytest.mark.parametrize("name", ["muonclip", "adamw"])
+def test_a_few_steps_reduce_the_loss(name):
+    model = tiny()
+    losses = train(model, build_optimizer(model, name=name), tokens(), steps=8)
+    assert losses[-1] < 0.8 * losses[0], losses
+
+
+def test_param_groups_drive_the_learning_rate_and_zero_grad_clears():
+    model = tiny("qwen2")
+    opt = build_optimizer(model, weight_decay=0.1)
+    for g in opt.param_groups:  # what an LR schedule does
+        g["lr"] = 0.0
+    before = copy.deepcopy(model.state_dict())
+    train(model, opt, tokens(), steps=1)
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, before[name]), name
+    assert all(p.grad is not None for p in model.parameters())
+    opt.zero_grad()
+    assert all(p.grad is None for p in model.parameters())
 
 
 def test_state_dict_round_trip_continues_identically():
-    a = tiny()
-    ids, _ = batch(left_pad=(0, 0, 0))
-    opt_a = build_optimizer(a)
-    for _ in range(2):
-        opt_a.zero_grad()
-        a(input_ids=ids, labels=ids).loss.backward()
-        opt_a.step()
-    b = copy.deepcopy(a)
-    opt_b = build_optimizer(b)
-    opt_b.load_state_dict(copy.deepcopy(opt_a.state_dict()))
-    for m, o in ((a, opt_a), (b, opt_b)):
-        o.zero_grad()
-        m(input_ids=ids, labels=ids).loss.backward()
-        o.step()
+    ids = tokens()
+    a = tiny("qwen2", 2)
+    opt_a = build_optimizer(a, weight_decay=0.01)
+    train(a, opt_a, ids, steps=2)
+    buf = io.BytesIO()
+    torch.save(opt_a.state_dict(), buf)  # as the checkpoint does, then a weights-only load
+    b, c = copy.deepcopy(a), copy.deepcopy(a)
+    opt_b, opt_c = build_optimizer(b, weight_decay=0.01), build_optimizer(c, weight_decay=0.01)
+    buf.seek(0)
+    opt_b.load_state_dict(torch.load(buf, weights_only=True))
+    for model, opt in ((a, opt_a), (b, opt_b), (c, opt_c)):
+        train(model, opt, ids, steps=2)
     for (n, pa), pb in zip(a.named_parameters(), b.parameters()):
         assert torch.equal(pa, pb), n
+    # without the restored state (momenta, Adam moments, step counts) the run would differ
+    assert any(not torch.equal(pa, pc) for pa, pc in zip(a.parameters(), c.parameters()))
+
+
+def test_state_dict_for_other_parameters_is_refused():
+    a = tiny()
+    a.model.layers[0].mlp.up_proj.weight.requires_grad_(False)
+    opt_a = build_optimizer(a)
+    train(a, opt_a, tokens(), steps=1)
+    # same number of parameters per part, so torch alone would load the state onto the wrong ones
+    b = tiny()
+    b.model.layers[0].mlp.down_proj.weight.requires_grad_(False)
+    with pytest.raises(ValueError, match="other parameters"):
+        build_optimizer(b).load_state_dict(opt_a.state_dict())
+    with pytest.raises(ValueError, match="parts"):
+        build_optimizer(a, name="adamw").load_state_dict(opt_a.state_dict())
+
+
+def test_split_by_module_type_not_by_name():
+    class Toy(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.tokens = torch.nn.Embedding(10, 8)
+            self.positions = torch.nn.Embedding(16, 8)  # a second table, not the input embedding
+            self.mix = torch.nn.Linear(8, 8)
+            self.scale = torch.nn.Parameter(torch.ones(8))
+
+        def get_input_embeddings(self):
+            return self.tokens
+
+    assert split_params(Toy()) == {
+        "tokens.weight": "adamw", "positions.weight": "adamw", "mix.weight": "muon", "mix.bias": "adamw", "scale": "adamw",
+    }
