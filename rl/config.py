@@ -135,7 +135,7 @@ class AlgorithmConfig(Section):
 
 class OptimizerConfig(Section):
     name: Literal["muonclip", "adamw"] = Field("muonclip", description="`muonclip`: Muon on hidden matrices + AdamW elsewhere + QK-Clip; `adamw`: AdamW everywhere.")
-    lr: float = Field(0.02, gt=0, description="Muon learning rate (hidden matrices).")
+    lr: float = Field(1e-3, gt=0, description="Muon learning rate (hidden matrices); on AdamW's scale, since updates are RMS-matched to AdamW.")
     adamw_lr: float = Field(3e-3, gt=0, description="AdamW learning rate (embeddings, head, norms, biases; all params with `adamw`).")
     weight_decay: float = Field(0.0, ge=0, description="Decoupled weight decay.")
     momentum: float = Field(0.95, ge=0, lt=1, description="Muon momentum.")
