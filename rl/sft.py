@@ -73,6 +73,8 @@ def run_sft(cfg: ExperimentConfig, env: Env, *, log=print) -> Path:
         completion_only_loss=True,
         max_length=cfg.policy.max_position_embeddings,
         use_cpu=not torch.cuda.is_available(),
+        # TRL defaults to bf16 autocast; on CPU that is ~20x slower than fp32 for a model this size.
+        bf16=torch.cuda.is_available() and torch.cuda.is_bf16_supported(),
         dataloader_num_workers=0,
         disable_tqdm=not cfg.tracking.progress,
     )
