@@ -250,3 +250,44 @@ def test_split_by_module_type_not_by_name():
     assert split_params(Toy()) == {
         "tokens.weight": "adamw", "positions.weight": "adamw", "mix.weight": "muon", "mix.bias": "adamw", "scale": "adamw",
     }
+
+
+@pytest.mark.parametrize("nesterov", [True, False])
+def test_batched_muon_matches_torch_muon_step_for_step(nesterov):
+    """Same update rule as torch.optim.Muon: bitwise-close in bfloat16, within bfloat16's error in float32."""
+    from rl.optim.muon import BatchedMuon
+
+    g = torch.Generator().manual_seed(int(torch.randint(0, 10_000, ())))
+    shapes = [(16, 48), (16, 48), (48, 16), (7, 7), (33, 5)]
+    init = [torch.randn(s, generator=g) for s in shapes]
+    grads = [[torch.randn(s, generator=g) for s in shapes] for _ in range(3)]
+    kw = dict(lr=0.05, weight_decay=0.1, momentum=0.9, nesterov=nesterov, adjust_lr_fn="match_rms_adamw")
+    runs = {}
+    for name, make in {
+        "torch": lambda ps: torch.optim.Muon(ps, **kw),
+        "bf16": lambda ps: BatchedMuon(ps, ns_dtype="bfloat16", **kw),
+        "fp32": lambda ps: BatchedMuon(ps, ns_dtype="float32", **kw),
+    }.items():
+        ps = [torch.nn.Parameter(w.clone()) for w in init]
+        opt = make(ps)
+        for step_grads in grads:
+            for p, gr in zip(ps, step_grads):
+                p.grad = gr.clone()
+            opt.step()
+        runs[name] = ps
+        assert all("momentum_buffer" in opt.state[p] for p in ps)
+    for ref, b16, f32, w0 in zip(runs["torch"], runs["bf16"], runs["fp32"], init):
+        moved = (ref - w0).abs().max()
+        assert moved > 1e-3  # the optimizer did move the weights
+        torch.testing.assert_close(b16, ref, atol=1e-5, rtol=1e-5)
+        assert (f32 - ref).abs().max() < 0.02 * moved  # bfloat16 rounding, not a different rule
+
+
+def test_muon_newton_schulz_precision_follows_the_device():
+    from rl.optim.muon import resolve_ns_dtype
+
+    assert resolve_ns_dtype("auto", torch.device("cpu")) == torch.float32
+    assert resolve_ns_dtype("auto", torch.device("cuda")) == torch.bfloat16
+    assert resolve_ns_dtype("bfloat16", torch.device("cpu")) == torch.bfloat16
+    with pytest.raises(ValueError, match="ns_dtype"):
+        resolve_ns_dtype("fp8", torch.device("cpu"))

@@ -6,7 +6,7 @@ Muon (Jordan et al. 2024; Moonlight, Liu et al. 2025), as `torch.optim.Muon` com
     B ← μ B + (1 - μ) G                      (momentum, an EMA)
     U ← (1 - μ) G + μ B   if nesterov else B
     O ← NS_k(U / ||U||_F)                     (k quintic Newton-Schulz steps ≈ the orthogonal
-                                               factor of U, computed in bfloat16)
+                                               factor of U; bfloat16 on GPU, float32 on CPU)
     W ← (1 - η λ) W - η · 0.2 · sqrt(max(A, B)) · O      (W is A × B)
 
 The factor 0.2 · sqrt(max(A, B)) is `adjust_lr_fn="match_rms_adamw"`: it gives the update an
@@ -22,6 +22,8 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+
+from rl.optim.muon import BatchedMuon
 
 OPTIMIZERS = ("muonclip", "adamw")
 
@@ -103,6 +105,7 @@ def build_optimizer(
     ns_steps: int = 5,
     betas: tuple[float, float] = (0.9, 0.95),
     eps: float = 1e-8,
+    ns_dtype: str = "auto",
 ) -> MuonClip:
     """The learner's optimizer.
 
@@ -110,7 +113,8 @@ def build_optimizer(
     matrices and AdamW(adamw_lr, betas, eps) on the rest. `name="adamw"`: AdamW(adamw_lr,
     betas, eps) on every parameter, so switching optimizers keeps the AdamW settings.
     `weight_decay` is decoupled in both. `eps` is AdamW's; Muon keeps its own Newton-Schulz
-    normalisation epsilon (1e-7).
+    normalisation epsilon (1e-7). `ns_dtype` is the Newton-Schulz precision ("auto": bfloat16
+    on CUDA, float32 on CPU; see `rl/optim/muon.py`).
     """
     if name not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {name!r}; known: {', '.join(OPTIMIZERS)}")
@@ -122,8 +126,9 @@ def build_optimizer(
     adamw = [params[n] for n, part in assignment.items() if part == "adamw"]
     opts: dict[str, torch.optim.Optimizer] = {}
     if muon:
-        opts["muon"] = torch.optim.Muon(
+        opts["muon"] = BatchedMuon(
             muon,
+            ns_dtype=ns_dtype,
             lr=lr,
             weight_decay=weight_decay,  # torch's default is 0.1: always pass ours
             momentum=momentum,
