@@ -131,6 +131,10 @@ class AlgorithmConfig(Section):
     dynamic_sampling: bool = Field(True, description="Drop groups whose rewards are all equal (zero advantage).")
     epochs: int = Field(1, ge=1, description="Passes of the learner over each rollout batch.")
     minibatch_size: int = Field(0, ge=0, description="Completions per optimizer step; 0: the whole batch is one step.")
+    chunked_logprobs: bool = Field(
+        True,
+        description="Learner log-probs and entropy from hidden states in row chunks (kernels.logprob), never the full [tokens, vocab] logits; models whose head is not a plain bias-free linear map use the full logits.",
+    )
 
 
 class OptimizerConfig(Section):

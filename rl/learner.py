@@ -14,6 +14,7 @@ import time
 import torch
 from transformers import PreTrainedModel
 
+from kernels.logprob import chunked_logprobs
 from policies.qk_probe import probe_qk, read_max_logits
 from rl.algorithms import entropy_from_logits, get_policy_loss, token_logprobs
 from rl.batch import TrainBatch
@@ -42,9 +43,16 @@ class Learner:
         self.temperature = cfg.rollout.temperature or 1.0
 
     def _logprobs(self, model: PreTrainedModel, batch: TrainBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-token log-probs (with grad) and entropies of the completion-predicting positions."""
+        targets = batch.input_ids[:, 1:]  # [B, L-1]
+        head = model.get_output_embeddings()
+        if self.cfg.algorithm.chunked_logprobs and _plain_linear_head(model, head):
+            body = getattr(model, model.base_model_prefix)
+            hidden = body(input_ids=batch.input_ids, attention_mask=batch.attention_mask).last_hidden_state[:, :-1]  # [B, L-1, D]
+            return chunked_logprobs(hidden, head.weight, targets, temperature=self.temperature)
         logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits[:, :-1]  # [B, L-1, V]
         logits = logits.float() / self.temperature
-        return token_logprobs(logits, batch.input_ids[:, 1:]), logits  # [B, L-1]
+        return token_logprobs(logits, targets), entropy_from_logits(logits).detach()
 
     def update(self, batch: TrainBatch) -> dict[str, float]:
         a = self.cfg.algorithm
@@ -60,7 +68,7 @@ class Learner:
             for start in range(0, len(batch), mb):
                 part = batch.select(slice(start, start + mb))
                 with probe_qk(self.model):
-                    logprobs, logits = self._logprobs(self.model, part)
+                    logprobs, entropy = self._logprobs(self.model, part)
                     ref = None
                     if self.ref_model is not None:
                         with torch.no_grad():
@@ -79,7 +87,7 @@ class Learner:
                         kl_estimator=a.kl_estimator,
                     )
                 with torch.no_grad():
-                    ent = entropy_from_logits(logits)
+                    ent = entropy.detach()
                     metrics["entropy"] = float((ent * part.completion_mask).sum() / part.completion_mask.sum().clamp(min=1))
                 if not torch.isfinite(loss):
                     skipped += 1
@@ -115,3 +123,16 @@ class Learner:
             }
         )
         return out
+
+
+def _plain_linear_head(model: PreTrainedModel, head) -> bool:
+    """The chunked path computes `hidden @ W.T / T`; anything else the model does to its logits
+    (a bias, soft-capping, scaling) must go through the model's own forward."""
+    cfg = model.config
+    return (
+        isinstance(head, torch.nn.Linear)
+        and head.bias is None
+        and getattr(cfg, "final_logit_softcapping", None) is None
+        and getattr(cfg, "logit_scale", None) in (None, 1.0)
+        and hasattr(model, model.base_model_prefix)
+    )

@@ -1,0 +1,63 @@
+"""The learner's chunked log-prob path: same log-probs, entropies and gradients as the full logits."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from policies.model import build_policy
+from rl.batch import build_batch
+from rl.config import load_config
+from rl.learner import Learner
+from rollout.episode import Episode, Turn
+
+
+def _batch(tokenizer, n: int, seed: int):
+    g = torch.Generator().manual_seed(seed)
+    vocab = [i for i in range(len(tokenizer)) if i not in (tokenizer.pad_token_id, tokenizer.eos_token_id)]
+    episodes = []
+    for i in range(n):
+        p = int(torch.randint(2, 9, (), generator=g))
+        c = int(torch.randint(1, 6, (), generator=g))
+        ids = [vocab[int(j)] for j in torch.randint(0, len(vocab), (p + c,), generator=g)]
+        turn = Turn(role="assistant", text="", token_ids=ids[p:], logprobs=[-1.0] * c, trainable=True)
+        episodes.append(Episode(task_id=str(i), env="math", prompt="", prompt_ids=ids[:p], turns=[turn], group=i // 2))
+    adv = torch.randn(n, generator=g).tolist()
+    return build_batch(episodes, adv, tokenizer.pad_token_id)
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_chunked_logprobs_match_full_logits_values_and_grads(temperature):
+    seed = int(torch.randint(0, 10_000, ()))
+    cfgs = {
+        flag: load_config(
+            "experiments/quickstart.yaml", [f"algorithm.chunked_logprobs={str(flag).lower()}", f"rollout.temperature={temperature}", "sft.enabled=false"]
+        )
+        for flag in (True, False)
+    }
+    model, tok = build_policy(cfgs[True].policy, seed=seed)
+    batch = _batch(tok, 6, seed)
+    out = {}
+    for flag, cfg in cfgs.items():
+        learner = Learner(model, cfg)
+        model.zero_grad(set_to_none=True)
+        lp, ent = learner._logprobs(model, batch)
+        (lp * batch.completion_mask).sum().backward()
+        out[flag] = (lp.detach(), ent.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+    (lp_c, ent_c, g_c), (lp_f, ent_f, g_f) = out[True], out[False]
+    m = batch.completion_mask.bool()
+    torch.testing.assert_close(lp_c[m], lp_f[m], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(ent_c[m], ent_f[m], atol=1e-5, rtol=1e-5)
+    assert g_c.keys() == g_f.keys() and len(g_c) > 5
+    for name in g_f:
+        torch.testing.assert_close(g_c[name], g_f[name], atol=1e-5, rtol=1e-4, msg=name)
+
+
+def test_a_head_with_a_bias_uses_the_full_logits():
+    from rl.learner import _plain_linear_head
+
+    cfg = load_config("experiments/quickstart.yaml", ["sft.enabled=false"])
+    model, _ = build_policy(cfg.policy, seed=0)
+    assert _plain_linear_head(model, model.get_output_embeddings())
+    biased = torch.nn.Linear(4, 4, bias=True)
+    assert not _plain_linear_head(model, biased)
