@@ -10,6 +10,7 @@ from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
+import kernels.qk_max as qk_max
 import policies.qk_probe as qk_probe
 from policies.qk_probe import (
     QK_PROBE_ATTENTION,
@@ -143,7 +144,7 @@ def plant_hot_pairs(model, ids, mask, side):
 @pytest.mark.parametrize("side", ["left", "right"])
 @pytest.mark.parametrize("arch,kv", [("llama", 4), ("llama", 2), ("qwen2", 4), ("qwen2", 1)])
 def test_probe_matches_full_matrix_reference_with_padding(arch, kv, side, monkeypatch):
-    monkeypatch.setitem(qk_probe.CHUNK_ELEMENTS, "cpu", 3 * 4 * 12 * 5)  # 5 query rows per chunk
+    monkeypatch.setitem(qk_max.CHUNK_ELEMENTS, "cpu", 3 * 4 * 12 * 5)  # 5 query rows per chunk
     model = tiny(arch, kv)
     ids, mask = padded_batch(side=side)
     ids = plant_hot_pairs(model, ids, mask, side)
