@@ -25,6 +25,7 @@ from typing import Iterator
 
 import torch
 from kernels.qk_max import qk_max_logit as max_qk_logit  # Triton on CUDA, chunked torch on CPU
+from policies.mla import is_mla
 from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
@@ -63,9 +64,10 @@ def qk_probe_attention_forward(
 
 
 def attention_modules(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
-    """The attention modules QK-Clip can act on: q_proj, k_proj and a layer index."""
+    """The attention modules QK-Clip can act on: q_proj, k_proj and a layer index, or a known
+    multi-head latent attention class (`policies.mla`)."""
     for m in model.modules():
-        if hasattr(m, "q_proj") and hasattr(m, "k_proj") and hasattr(m, "layer_idx"):
+        if (hasattr(m, "q_proj") and hasattr(m, "k_proj") or is_mla(m)) and hasattr(m, "layer_idx"):
             yield m
 
 

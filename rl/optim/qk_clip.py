@@ -9,6 +9,9 @@ step's forward passes by `policies.qk_probe`) exceeds τ, with γ_h = τ / S_max
 - grouped-query attention: key head g is shared by the query heads g·G ... (g+1)·G - 1. Scaling
   its W_k rows would also shrink the logits of sibling heads that are under τ, which QK-Clip
   must leave alone, so only query head h's W_q rows are scaled, by γ_h (same effect on head h).
+- multi-head latent attention (DeepSeek-V2/V3, `policies/mla.py`): head h's non-rotary query and key
+  rows (q_nope, k_nope) by sqrt(γ_h) each, its rotary query rows (q_pe) by γ_h; the rotary key
+  is one head shared by all query heads and is left alone, as the shared GQA key is.
 
 q/k biases (Qwen2) scale with their rows: q = W_q x + b_q scales as a whole only if both do.
 Heads at or under τ are left bit-identical. Optimizer state (Muon momentum) is not touched,
@@ -18,10 +21,10 @@ as in the report: only the weights are rescaled.
 from __future__ import annotations
 
 import math
-
 import torch
 
 from policies.qk_probe import attention_modules
+from policies.mla import FULL, HALF, is_mla, mla_head_parts
 
 
 @torch.no_grad()
@@ -38,21 +41,27 @@ def qk_clip(model: torch.nn.Module, max_logits: dict[int, torch.Tensor], tau: fl
         logits = max_logits.get(attn.layer_idx)
         if logits is None:
             continue
-        d = attn.head_dim
-        shared_keys = getattr(attn, "num_key_value_groups", 1) > 1
         for h, s in enumerate(logits.tolist()):
             worst = max(worst, s)
             if not (math.isfinite(s) and s > tau):
                 continue
             gamma = tau / s
-            rows = slice(h * d, (h + 1) * d)
-            if shared_keys:
-                _scale_rows(attn.q_proj, rows, gamma)
-            else:
-                _scale_rows(attn.q_proj, rows, math.sqrt(gamma))
-                _scale_rows(attn.k_proj, rows, math.sqrt(gamma))
+            factor = {HALF: math.sqrt(gamma), FULL: gamma}
+            for linear, rows, share in head_parts(attn, h):
+                _scale_rows(linear, rows, factor[share])
             clipped += 1
     return {"clipped_heads": clipped, "max_logit": worst}
+
+
+def head_parts(attn: torch.nn.Module, head: int) -> list[tuple[torch.nn.Linear, slice, str]]:
+    """[(linear, rows, HALF | FULL)]: the rows that carry query head `head`'s logits, by module type."""
+    if is_mla(attn):
+        return mla_head_parts(attn, head)
+    d = attn.head_dim
+    rows = slice(head * d, (head + 1) * d)
+    if getattr(attn, "num_key_value_groups", 1) > 1:  # shared key head: the query takes all of γ
+        return [(attn.q_proj, rows, FULL)]
+    return [(attn.q_proj, rows, HALF), (attn.k_proj, rows, HALF)]
 
 
 def _scale_rows(linear: torch.nn.Linear, rows: slice, factor: float) -> None:
