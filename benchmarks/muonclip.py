@@ -146,6 +146,7 @@ class RunConfig:
     eval_every: int = 25
     probe: bool = True  # record the max attention logit each step (muonclip always does)
     remeasure: bool = False  # also probe the step's batch again after the update and QK-Clip
+    clip_on: str = "step"  # QK-Clip on the logits of "step" (the step's forward pass) or "remeasured" (after the update)
     ns_dtype: str = "auto"  # Muon's Newton-Schulz precision
 
 
@@ -229,7 +230,12 @@ def train(
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
         logits = read_max_logits(model, reset=True)
-        clipped = qk_clip(model, logits, cfg.tau)["clipped_heads"] if clipping else 0
+        clip_logits = logits
+        if clipping and cfg.clip_on == "remeasured":
+            with torch.no_grad(), probe_qk(model):
+                model(input_ids=batch.ids, attention_mask=batch.mask)
+            clip_logits = read_max_logits(model, reset=True)
+        clipped = qk_clip(model, clip_logits, cfg.tau)["clipped_heads"] if clipping else 0
         if cfg.remeasure:
             with torch.no_grad(), probe_qk(model):
                 model(input_ids=batch.ids, attention_mask=batch.mask)

@@ -122,6 +122,9 @@ def main() -> int:
     p.add_argument("--every", type=int, default=20, help="table row every this many steps")
     p.add_argument("--png", type=Path, default=REPO / "runs" / EXPERIMENT / "qk_clip_demo.png")
     p.add_argument("--tracking-uri", default="sqlite:///runs/mlflow.db", help="relative to the repository root")
+    p.add_argument("--clip-on", choices=["step", "remeasured"], default="remeasured",
+                   help="QK-Clip on the max logits of the step's forward pass (Kimi K2's order) or measured again "
+                        "after the update (optimizer.qk_clip_remeasure; the step's batch ends at or under tau)")
     p.add_argument("--ns-dtype", choices=["auto", "float32", "bfloat16"], default="auto", help="Muon's Newton-Schulz precision")
     args = p.parse_args()
     torch.set_num_threads(1)
@@ -134,7 +137,7 @@ def main() -> int:
     for name, clip in (("muon", False), ("muonclip", True)):
         cfg = RunConfig("muonclip", args.lr, args.steps, seed=args.seed, batch_size=args.batch_size, weight_decay=args.weight_decay,
                         schedule="constant", qk_clip=clip, tau=args.tau, eval_every=50, probe=True, remeasure=clip,
-                        ns_dtype=args.ns_dtype)
+                        ns_dtype=args.ns_dtype, clip_on=args.clip_on)
         runs[name] = train(task, cfg)
         r = runs[name]
         print(f"  {name}: {r.seconds:.0f}s, max logit {max(r.max_logit):.1f}, clipped head-steps {sum(r.clipped_heads)}", flush=True)
@@ -146,7 +149,8 @@ def main() -> int:
             rows.append([str(step), f"{muon.max_logit[i]:.1f}", f"{clip.max_logit[i]:.1f}", f"{clip.max_logit_after[i]:.1f}",
                          f"{muon.train_loss[i]:.4f}", f"{clip.train_loss[i]:.4f}"])
     print(f"\nQK-Clip demo: lr {args.lr:g} constant, tau {args.tau:g}, weight decay {args.weight_decay:g}, "
-          f"batch {args.batch_size}, seed {args.seed} (max logit: this step's forward pass; loss: this batch)")
+          f"batch {args.batch_size}, seed {args.seed}, QK-Clip on {args.clip_on} logits "
+          f"(max logit: this step's forward pass; loss: this batch)")
     print("max logit muonclip: measured in the step's forward pass, before its update and clip (what QK-Clip acts on);\n"
           "after clip: the same batch probed again after the update and QK-Clip")
     print(table(["step", "max logit muon", "max logit muonclip", "muonclip after clip", "loss muon", "loss muonclip"], rows))

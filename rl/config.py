@@ -146,6 +146,10 @@ class OptimizerConfig(Section):
     betas: tuple[float, float] = Field((0.9, 0.95), description="AdamW betas.")
     qk_clip_tau: float = Field(100.0, gt=0, description="QK-Clip threshold on the max pre-softmax attention logit per head.")
     qk_clip: bool = Field(True, description="Apply QK-Clip after each step (muonclip only).")
+    qk_clip_remeasure: bool = Field(
+        False,
+        description="Clip on max logits measured again after the update (one extra forward pass per step): the step's batch ends at or under tau even when one update raises the logits a lot; off: clip on the logits of the step's own forward pass (Kimi K2).",
+    )
     grad_clip: float = Field(1.0, ge=0, description="Global gradient-norm clip (0: off).")
 
 

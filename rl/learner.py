@@ -106,6 +106,10 @@ class Learner:
                 logits_by_layer = read_max_logits(self.model, reset=True)
                 if logits_by_layer:
                     max_qk = max(max_qk, max(float(v.max()) for v in logits_by_layer.values()))
+                if probing and self.cfg.optimizer.qk_clip_remeasure:
+                    with torch.no_grad(), probe_qk(self.model):
+                        self._logprobs(self.model, part)
+                    logits_by_layer = read_max_logits(self.model, reset=True)
                 if probing:
                     stats = qk_clip(self.model, logits_by_layer, self.cfg.optimizer.qk_clip_tau)
                     clipped_heads += int(stats.get("clipped_heads", 0))

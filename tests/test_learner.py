@@ -61,3 +61,25 @@ def test_a_head_with_a_bias_uses_the_full_logits():
     assert _plain_linear_head(model, model.get_output_embeddings())
     biased = torch.nn.Linear(4, 4, bias=True)
     assert not _plain_linear_head(model, biased)
+
+
+def test_qk_clip_on_remeasured_logits_leaves_the_batch_at_or_under_tau():
+    from policies.qk_probe import probe_qk, read_max_logits
+
+    tau = 0.05  # under every head's logit of a fresh model, so every head is clipped
+    cfg = load_config(
+        "experiments/quickstart.yaml",
+        ["sft.enabled=false", "optimizer.qk_clip_remeasure=true", f"optimizer.qk_clip_tau={tau}", "optimizer.lr=0.05", "optimizer.adamw_lr=0.05"],
+    )
+    model, tok = build_policy(cfg.policy, seed=int(torch.randint(0, 10_000, ())))
+    batch = _batch(tok, 8, seed=3)
+    learner = Learner(model, cfg)
+    stats = learner.update(batch)
+    assert stats["learner/qk_clipped_heads"] > 0
+    with torch.no_grad(), probe_qk(model):
+        model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
+    after = read_max_logits(model, reset=True)
+    # The first layer lands on tau exactly; clipping a layer shifts the inputs of the layers after
+    # it, so theirs land within a few percent of it.
+    assert float(after[0].max()) <= tau * (1 + 1e-4)
+    assert after and all(float(v.max()) <= tau * 1.03 for v in after.values())
