@@ -52,7 +52,7 @@ class Learner:
             return chunked_logprobs(hidden, head.weight, targets, temperature=self.temperature)
         logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits[:, :-1]  # [B, L-1, V]
         logits = logits.float() / self.temperature
-        return token_logprobs(logits, targets), entropy_from_logits(logits).detach()
+        return token_logprobs(logits, targets), entropy_from_logits(logits)
 
     def update(self, batch: TrainBatch) -> dict[str, float]:
         a = self.cfg.algorithm
@@ -87,8 +87,7 @@ class Learner:
                         kl_estimator=a.kl_estimator,
                     )
                 with torch.no_grad():
-                    ent = entropy.detach()
-                    metrics["entropy"] = float((ent * part.completion_mask).sum() / part.completion_mask.sum().clamp(min=1))
+                    metrics["entropy"] = float((entropy * part.completion_mask).sum() / part.completion_mask.sum().clamp(min=1))
                 if not torch.isfinite(loss):
                     skipped += 1
                     self.optimizer.zero_grad(set_to_none=True)
@@ -107,8 +106,8 @@ class Learner:
                 if logits_by_layer:
                     max_qk = max(max_qk, max(float(v.max()) for v in logits_by_layer.values()))
                 if probing and self.cfg.optimizer.qk_clip_remeasure:
-                    with torch.no_grad(), probe_qk(self.model):
-                        self._logprobs(self.model, part)
+                    with torch.no_grad(), probe_qk(self.model):  # the attention is what is probed: skip the head
+                        self.model(input_ids=part.input_ids, attention_mask=part.attention_mask, logits_to_keep=1)
                     logits_by_layer = read_max_logits(self.model, reset=True)
                 if probing:
                     stats = qk_clip(self.model, logits_by_layer, self.cfg.optimizer.qk_clip_tau)
