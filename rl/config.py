@@ -19,6 +19,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from rewards.schedule import RewardsConfig
 
 
+# head sizes vLLM's CPU attention backend implements (vllm 0.32, `CPUAttentionBackend`)
+VLLM_CPU_HEAD_DIMS = (32, 64, 80, 96, 112, 128, 160, 192, 224, 256, 512)
+
+
 class ConfigError(Exception):
     """A bad experiment file or override. The message names the key and the fix."""
 
@@ -208,6 +212,14 @@ class ExperimentConfig(Section):
             data = {**data, "rewards": apply_parl_defaults(data["rewards"], steps if isinstance(steps, int) else 1)}
         return data
 
+    @model_validator(mode="after")
+    def _vllm_can_serve_the_policy(self) -> "ExperimentConfig":
+        if self.rollout.engine == "vllm" and self.policy.path is None and self.policy.head_dim not in VLLM_CPU_HEAD_DIMS:
+            raise ValueError(
+                f"policy.head_dim={self.policy.head_dim} cannot be served by rollout.engine=vllm (CPU attention supports {list(VLLM_CPU_HEAD_DIMS)})"
+            )
+        return self
+
     def fingerprint(self, *sections: str) -> str:
         """A short content hash of the named sections (e.g. the SFT cache key)."""
         data = {s: getattr(self, s).model_dump(mode="json") for s in sections}
@@ -285,6 +297,8 @@ def _explain_validation_error(err: ValidationError, data: dict, source: str) -> 
                 f"(see `swarmrl config --explain {key}`)."
             )
         return f"{source}: missing key {key!r}: it has no default, set it in the YAML."
+    if not loc:  # a check across sections names its keys in the message
+        return f"{source}: {first['msg'].removeprefix('Value error, ')}."
     got = first.get("input")
     got_s = repr(got) if not isinstance(got, dict) else "a mapping"
     return f"{source}: invalid value for {key!r}: {first['msg']} (got {got_s}). See `swarmrl config --explain {loc[0]}`."

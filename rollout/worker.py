@@ -18,7 +18,7 @@ from rollout.engines.base import Completion, SamplingParams
 class RolloutWorker:
     """A generation engine behind a Ray actor. Plain class: wrapped with `ray.remote` in `spawn_workers`."""
 
-    def __init__(self, model_spec: dict[str, Any], engine: str, batch_size: int, torch_threads: int):
+    def __init__(self, model_spec: dict[str, Any], engine: str, batch_size: int, torch_threads: int, engine_options: dict[str, Any] | None = None):
         if torch_threads > 0:
             torch.set_num_threads(torch_threads)
         from policies.model import build_model, load_model
@@ -28,17 +28,26 @@ class RolloutWorker:
         policy = PolicyConfig(**model_spec["policy"])
         tokenizer = load_tokenizer(model_spec.get("tokenizer"))
         model = load_model(model_spec["path"]) if model_spec.get("path") else build_model(policy, tokenizer)
-        if engine != "hf":
-            raise ValueError(f"unknown engine {engine!r}")
-        from rollout.engines.hf import HFEngine
+        if engine == "vllm":
+            from rollout.engines.vllm import VLLMEngine
 
-        self.engine = HFEngine(model, tokenizer.eos_token_id, tokenizer.pad_token_id, batch_size)
+            self.engine = VLLMEngine.from_model(model, tokenizer, max_model_len=policy.max_position_embeddings, **(engine_options or {}))
+        elif engine == "hf":
+            from rollout.engines.hf import HFEngine
+
+            self.engine = HFEngine(model, tokenizer.eos_token_id, tokenizer.pad_token_id, batch_size)
+        else:
+            raise ValueError(f"unknown engine {engine!r}")
         self.version = -1
 
     def load_weights(self, state: dict[str, torch.Tensor], version: int) -> int:
         self.engine.load_weights(state)
         self.version = version
         return os.getpid()
+
+    def weight_sync_rpc(self, method: str, payload: Any = None) -> None:
+        """vLLM's weight-transfer control plane (NCCL on GPU, `rollout.engines.vllm_nccl`); engine `vllm` only."""
+        self.engine.weight_sync_rpc(method, payload)
 
     def generate(self, prompts: list[list[int]], params: SamplingParams, seed: int) -> tuple[int, list[Completion]]:
         return self.version, self.engine.generate(prompts, params, seed)
@@ -47,10 +56,12 @@ class RolloutWorker:
         return os.getpid()
 
 
-def spawn_workers(n: int, model_spec: dict[str, Any], *, engine: str, batch_size: int, cpus: float, gpus: float, torch_threads: int):
+def spawn_workers(
+    n: int, model_spec: dict[str, Any], *, engine: str, batch_size: int, cpus: float, gpus: float, torch_threads: int, engine_options: dict[str, Any] | None = None
+):
     threads = torch_threads or max(1, int(cpus))
     actor = ray.remote(num_cpus=cpus, num_gpus=gpus, max_restarts=3, max_task_retries=2)(RolloutWorker)
-    workers = [actor.remote(model_spec, engine, batch_size, threads) for _ in range(n)]
+    workers = [actor.remote(model_spec, engine, batch_size, threads, engine_options) for _ in range(n)]
     ray.get([w.pid.remote() for w in workers])  # surface construction errors now, not mid-step
     return workers
 

@@ -26,8 +26,9 @@ pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("vllm") is None, reason="vLLM is not installed (the `vllm` extra: pip install -e '.[vllm]')"
 )
 
-# the last prompt spans several KV-cache blocks, so a stale prefix cache would be reused for it
-TEXTS = ["1+2=", "123+456=", "7-9=", "50*3=", "What is 12345+67890? Answer with the number only: "]
+# the last prompt is longer than a KV-cache block (128 tokens on CPU), so vLLM's prefix cache
+# holds its first block: a cache kept across a weight update would serve stale keys/values
+TEXTS = ["1+2=", "123+456=", "7-9=", "50*3=", "Add, then check: " * 9 + "12+34="]
 
 
 @pytest.fixture(scope="module")

@@ -24,8 +24,9 @@ another IPC hop, and no `__main__` guard is needed in the caller.
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Mapping
 
 import torch
 
@@ -53,6 +54,7 @@ class VLLMEngine:
         dtype: str = "float32",
         enforce_eager: bool = False,
         seed: int = 0,
+        weight_transfer: str | None = None,
     ):
         # vLLM reads these when it is imported and when the engine starts
         os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
@@ -72,10 +74,28 @@ class VLLMEngine:
             logprobs_mode="processed_logprobs",
             enforce_eager=enforce_eager,
             seed=seed,
+            # GPU: "nccl" lets the learner broadcast weights straight in (rollout.engines.vllm_nccl)
+            **({"weight_transfer_config": {"backend": weight_transfer}} if weight_transfer else {}),
         )
+
+    @classmethod
+    def from_model(cls, model, tokenizer, **kwargs) -> "VLLMEngine":
+        """Serve an in-memory transformers model: vLLM loads from a folder, so save it to a
+        temporary one first (removed with the engine)."""
+        from policies.model import save_policy
+
+        tmp = tempfile.TemporaryDirectory(prefix="swarmrl-vllm-")
+        save_policy(model, tokenizer, tmp.name)
+        engine = cls(tmp.name, tokenizer.eos_token_id, **kwargs)
+        engine._model_dir = tmp
+        return engine
 
     def load_weights(self, named_tensors: Mapping[str, torch.Tensor]) -> None:
         load_weights_in_place(self.llm, named_tensors)
+
+    def weight_sync_rpc(self, method: str, payload: Any = None) -> None:
+        """One call of vLLM's weight-transfer control plane on this engine's workers (GPU/NCCL path)."""
+        self.llm.collective_rpc(method, args=() if payload is None else (payload,))
 
     def generate(self, prompts: list[list[int]], params: SamplingParams, seed: int) -> list[Completion]:
         if not prompts:
