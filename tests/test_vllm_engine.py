@@ -27,7 +27,7 @@ pytestmark = pytest.mark.skipif(
 )
 
 # the last prompt is longer than a KV-cache block (128 tokens on CPU), so vLLM's prefix cache
-# holds its first block: a cache kept across a weight update would serve stale keys/values
+# can hold its first block across a weight update
 TEXTS = ["1+2=", "123+456=", "7-9=", "50*3=", "Add, then check: " * 9 + "12+34="]
 
 

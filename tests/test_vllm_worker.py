@@ -38,7 +38,9 @@ rewards:
   outcome: {{weight: 1.0}}
   format: {{weight: 0.5}}
 algorithm: {{dynamic_sampling: false, tis_cap: 2.0}}
-optimizer: {{name: adamw, adamw_lr: 1.0e-2}}
+# a random policy earns equal rewards (zero advantages); decoupled weight decay still moves every
+# weight by 5% per step, so a missed weight sync would show in the step-2 mismatch
+optimizer: {{name: adamw, adamw_lr: 5.0e-2, weight_decay: 1.0}}
 train: {{steps: 2, tasks_per_step: 4, eval_every: 0}}
 tracking: {{progress: false}}
 checkpoint: {{every: 0}}
@@ -90,4 +92,7 @@ def test_training_with_the_vllm_engine_logs_a_small_sampler_mismatch(tmp_path, r
     assert sorted(m.step for m in diffs) == [1, 2]
     # step 2 samples with the weights pushed after step 1: a missed sync would show here
     assert all(m.value < 1e-3 for m in diffs), [m.value for m in diffs]
-    assert client.get_metric_history(run_id, "learner/grad_norm")[0].value > 0
+    initial, _ = build_policy(load_config(exp).policy, seed=3)
+    final = torch.load(run_dir / "checkpoints" / "step_000002" / "model.pt", weights_only=True)
+    moved = [(final[k] - v).abs().max() / v.abs().max() for k, v in initial.state_dict().items() if v.abs().max() > 0]
+    assert min(moved) > 0.05  # every tensor moved: the sync had something to carry

@@ -17,8 +17,11 @@ The correct path is vLLM's in-place reload with the weights given as an iterator
 layerwise reload puts each layer back in checkpoint layout (full `weight` parameters with their
 loaders), loads through the model's own `load_weights` (q/k/v and gate/up fused by the loaders),
 re-runs `process_weights_after_loading` (so the CPU GEMM dispatch repacks the new weights), and
-copies the result into the original kernel tensors. The prefix cache is reset afterwards: its KV
-blocks were computed by the old weights and would otherwise be reused for a repeated prompt.
+copies the result into the original kernel tensors. The prefix cache is reset afterwards, as
+vLLM's own pause-and-clear does: its KV blocks were computed by the old weights. (A 159-token
+prompt, longer than one 128-token CPU block, gave the new weights' outputs even without the
+reset in our tests, so the tests do not show that a stale hit would happen; the reset is
+cheap and makes sure.)
 
 Proven by `tests/test_vllm_engine.py`: after an update, greedy outputs equal the transformers
 model with the same weights token for token, and differ from the outputs before the update.
