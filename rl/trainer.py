@@ -196,13 +196,7 @@ def _start_ray_and_workers(cfg: ExperimentConfig, policy_cfg, console: Console) 
     spec = {"policy": policy_cfg.model_dump(), "path": policy_cfg.path, "tokenizer": policy_cfg.tokenizer or policy_cfg.path}
     r = cfg.rollout
     workers = spawn_workers(
-        r.num_workers,
-        spec,
-        engine=r.engine,
-        batch_size=r.batch_size,
-        cpus=r.cpus_per_worker,
-        gpus=r.gpus_per_worker,
-        torch_threads=r.torch_threads,
+        r.num_workers, spec, engine=r.engine, batch_size=r.batch_size, cpus=r.cpus_per_worker, gpus=r.gpus_per_worker, torch_threads=r.torch_threads,
         engine_options={"kv_cache_gib": r.vllm_kv_cache_gib, "seed": cfg.run.seed} if r.engine == "vllm" else None,
     )
     console.log(f"{len(workers)} rollout worker(s) ready")
