@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 import pytest
 
 from rl.config import ConfigError, load_config
@@ -31,3 +33,11 @@ def test_a_model_folder_is_not_checked_against_the_vllm_head_sizes(tmp_path):
     # vLLM reads head_dim from the folder's config; the policy.* size keys are unused then
     cfg = load_config("experiments/quickstart.yaml", ["rollout.engine=vllm", "policy.head_dim=48", f"policy.path={tmp_path}"])
     assert cfg.policy.path == str(tmp_path)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vllm is installed here: the missing-vllm error cannot happen")
+def test_selecting_vllm_without_it_installed_is_a_clear_error(tmp_path):
+    from rollout.engines.vllm import VLLMEngine  # the module itself imports without vllm
+
+    with pytest.raises(RuntimeError, match=r"rollout.engine=vllm: vllm is not importable .*pip install -e '\.\[vllm\]'"):
+        VLLMEngine(tmp_path, eos_token_id=2)
