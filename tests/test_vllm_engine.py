@@ -125,3 +125,20 @@ def test_load_weights_after_learner_steps_gives_hf_outputs_token_for_token(engin
         assert greedy(vl, prompts) == expected, f"after update {round_ + 1}"
         assert expected != before  # the update changed what the policy says, so the check has teeth
         before = expected
+
+
+def test_the_known_wrong_paths_fail_and_ours_recovers(engines):
+    """The traps `vllm_weights` documents, reproduced: they are why the sync goes the way it does."""
+    hf, vl, tok = engines
+    prompts = prompts_of(tok, TEXTS)
+    _train_a_little(hf.model, tok, steps=3, seed=7)
+    expected = greedy(hf, prompts)
+    # reload without weights re-reads the checkpoint folder: no error, the initial policy
+    vl.llm.collective_rpc("reload_weights")
+    assert greedy(vl, prompts) != expected
+    # TRL's path, straight into the served model: the CPU GEMM dispatch replaced the linear weights
+    served = vl.llm.llm_engine.model_executor.driver_worker.worker.model_runner.model
+    with pytest.raises(AttributeError, match="weight_loader"):
+        served.load_weights(list(hf.model.state_dict().items()))
+    vl.load_weights(hf.model.state_dict())
+    assert greedy(vl, prompts) == expected

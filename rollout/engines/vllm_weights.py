@@ -24,7 +24,8 @@ reset in our tests, so the tests do not show that a stale hit would happen; the 
 cheap and makes sure.)
 
 Proven by `tests/test_vllm_engine.py`: after an update, greedy outputs equal the transformers
-model with the same weights token for token, and differ from the outputs before the update.
+model with the same weights token for token, and differ from the outputs before the update; the
+two wrong paths above are reproduced there on the running engine.
 """
 
 from __future__ import annotations
