@@ -315,6 +315,8 @@ def _explain_validation_error(err: ValidationError, data: dict, source: str) -> 
         return f"{source}: missing key {key!r}: it has no default, set it in the YAML."
     got = first.get("input")
     got_s = repr(got) if not isinstance(got, dict) else "a mapping"
+    if not loc:  # a check across sections: its message names the keys
+        return f"{source}: {first['msg'].removeprefix('Value error, ')}"
     return f"{source}: invalid value for {key!r}: {first['msg']} (got {got_s}). See `swarmrl config --explain {loc[0]}`."
 
 

@@ -37,9 +37,9 @@ from rl.config import ExperimentConfig, to_yaml
 from rl.console import Console
 from rl.evaluate import evaluate
 from rl.learner import Learner
+from rl.rollout_choice import choose_rollout
 from rl.sft import run_sft
 from rl.tracking import Tracker, default_uri
-from rollout.collect import collect
 from rollout.engines.base import SamplingParams
 from rollout.episode import write_parquet
 from rollout.worker import push_weights, spawn_workers
@@ -82,6 +82,7 @@ def train(cfg: ExperimentConfig, run_dir: Path, *, resume: bool = False) -> dict
     if start_step == 0:
         tracker.log_artifact(run_dir / "config.yaml")
     push_weights(workers, model.state_dict(), version=start_step)
+    rollout = choose_rollout(cfg, env, workers, model, policy_cfg.path)
 
     params = SamplingParams(max_new_tokens=cfg.rollout.max_new_tokens, temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p)
     eval_params = SamplingParams(
@@ -94,7 +95,9 @@ def train(cfg: ExperimentConfig, run_dir: Path, *, resume: bool = False) -> dict
 
     def run_eval(step: int) -> dict[str, float]:
         # The eval seed is fixed so that successive evaluations differ only by the policy.
-        metrics, episodes = evaluate(workers, env, eval_tasks, tokenizer, eval_params, seed=cfg.run.seed + 7_777_777, verify_workers=cfg.sandbox.workers)
+        metrics, episodes = evaluate(
+            workers, env, eval_tasks, tokenizer, eval_params, seed=cfg.run.seed + 7_777_777, verify_workers=cfg.sandbox.workers, rollout=rollout
+        )
         if cfg.tracking.sample_episodes and step > tracker.logged_until:
             sample = [e.to_record() for e in episodes[: cfg.tracking.sample_episodes]]
             tracker.log_dict(sample, f"episodes/eval_step_{step:06d}.json")
@@ -114,7 +117,7 @@ def train(cfg: ExperimentConfig, run_dir: Path, *, resume: bool = False) -> dict
 
             # 1-2. tasks and rollouts
             tasks = env.sample(cfg.train.tasks_per_step, np.random.default_rng([cfg.run.seed, step]))
-            episodes = collect(workers, tasks, tokenizer, params, group_size=cfg.rollout.group_size, seed=cfg.run.seed * 100_003 + step, step=step)
+            episodes = rollout.run(workers, tasks, tokenizer, params, group_size=cfg.rollout.group_size, seed=cfg.run.seed * 100_003 + step, step=step)
             t_rollout = time.perf_counter() - t0
 
             # 3. verify and score
@@ -147,6 +150,7 @@ def train(cfg: ExperimentConfig, run_dir: Path, *, resume: bool = False) -> dict
             step_s = time.perf_counter() - t0
             n_tokens = sum(len(e.completion_ids) for e in episodes)
             metrics.update(scored.metrics)
+            metrics.update(rollout.metrics(episodes))
             metrics.update(
                 {
                     "reward/mean": float(rewards.mean()),
