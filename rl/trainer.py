@@ -5,6 +5,8 @@ The algorithm is GRPO-family policy gradient with verifiable rewards:
   for each step:
     1. sample `tasks_per_step` training tasks from the env (never the held-out split);
     2. sample `group_size` completions per task with the current policy (Ray rollout workers);
+       for envs with sub-agents, PARL episodes: orchestrator turns + parallel frozen sub-agents
+       (`rl.rollout_choice`, `rollout.swarm`);
     3. verify each completion and score it: reward components (outcome, format, ...) weighted
        by their schedule at this step;
     4. advantages relative to the task's group (GRPO / RLOO / Dr. GRPO); groups whose rewards

@@ -265,3 +265,19 @@ def _random_state(seed: int = 0) -> dict[str, torch.Tensor]:
 
     model, _ = build_policy(PolicyConfig(hidden_size=64, num_layers=1, num_heads=2, head_dim=32, intermediate_size=64, max_position_embeddings=128), seed=seed)
     return model.state_dict()
+
+
+def test_parl_metrics_read_the_episode_trees():
+    from rl.parl_metrics import parl_metrics
+
+    serial = _orch([0, 1, 2], [])
+    serial.turns[0].text, serial.turns[2].text, serial.turns[4].text = "?kob\n", "?tam;#1+2\n", "=kob 1\n"
+    serial.finish_reason = "stop"
+    parallel = _orch([0, 1], [(0, 2), (0, 2), (0, 3), (0, 1)])
+    parallel.sub_episodes[3].finish_reason = "length"  # ran out of steps: not usable
+    m = parl_metrics([serial, parallel])
+    assert m["parl/critical_steps"] == (3 + (1 + 3 + 1)) / 2
+    assert m["parl/total_steps"] == (3 + (1 + 8 + 1)) / 2
+    assert m["parl/subagents"] == 2.0 and m["parl/usable_subagents"] == 0.75
+    assert m["parl/own_tool_calls"] == 1.5 and m["parl/stages"] == 2.5 and m["parl/answered"] == 0.5
+    assert parl_metrics([]) == {}
