@@ -106,17 +106,17 @@ def main() -> None:
 
     parl_dir = args.parl or train("experiments/swarm_parl.yaml", args.overrides)
     serial_dir = args.serial or train("experiments/swarm_serial.yaml", args.overrides)
-    cfg = load_config(parl_dir / "config.yaml")
-    width = args.width or max(cfg.env.levels)
-    cfg = cfg.model_copy(update={"env": cfg.env.model_copy(update={"levels": [width], "eval_size": args.tasks})})
-    kwargs = {**env_kwargs(cfg), "latency_s": args.latency}
-    env = make_env("swarm", **kwargs)
+    trained = load_config(parl_dir / "config.yaml")
+    sft_path = run_sft(trained, make_env("swarm", **env_kwargs(trained)))  # the SFT start, from the cache
+    width = args.width or max(trained.env.levels)
+    cfg = trained.model_copy(update={"env": trained.env.model_copy(update={"levels": [width], "eval_size": args.tasks})})
+    env = make_env("swarm", **{**env_kwargs(cfg), "latency_s": args.latency})
     tasks = env.eval_tasks(args.tasks)
-    sft_path = run_sft(cfg, make_env("swarm", **env_kwargs(load_config(parl_dir / "config.yaml"))))  # the cached SFT start
     sft_state = load_model(sft_path).state_dict()
     tokenizer = load_tokenizer(sft_path)
 
-    ray.init(num_cpus=cfg.cluster.num_cpus, include_dashboard=False, configure_logging=False, log_to_driver=False)
+    # address="local": a fresh instance of our own, never another process's embedded one that happens to be running
+    ray.init(address="local", num_cpus=cfg.cluster.num_cpus, include_dashboard=False, configure_logging=False, log_to_driver=False)
     r = cfg.rollout
     workers = spawn_workers(r.num_workers, {"policy": cfg.policy.model_dump(), "path": str(sft_path), "tokenizer": str(sft_path)}, engine="hf", batch_size=r.batch_size, cpus=r.cpus_per_worker, gpus=0, torch_threads=1)
     cfg = cfg.model_copy(update={"parl": cfg.parl.model_copy(update={"subagent_policy": str(sft_path)})})
