@@ -20,7 +20,11 @@ def make_env(name: str, **kwargs: Any) -> Env:
         from envs.prover import ProverEnv
 
         return ProverEnv(**kwargs)
-    raise ValueError(f"unknown env {name!r}; known: math, code, prover")
+    if name == "swarm":
+        from envs.swarm import SwarmEnv
+
+        return SwarmEnv(**kwargs)
+    raise ValueError(f"unknown env {name!r}; known: math, code, prover, swarm")
 
 
 def env_kwargs(cfg) -> dict[str, Any]:

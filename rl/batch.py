@@ -11,9 +11,9 @@ from rollout.episode import Episode
 
 @dataclass
 class TrainBatch:
-    input_ids: torch.Tensor  # [B, L] prompt + completion, right-padded
+    input_ids: torch.Tensor  # [B, L] prompt + all turns (completion, observations, ...), right-padded
     attention_mask: torch.Tensor  # [B, L]
-    completion_mask: torch.Tensor  # [B, L-1] 1 where position t predicts a completion token
+    completion_mask: torch.Tensor  # [B, L-1] 1 where position t predicts a token of a trainable turn
     old_logprobs: torch.Tensor  # [B, L-1] sampler log-probs aligned with completion_mask
     advantages: torch.Tensor  # [B]
 
@@ -34,7 +34,10 @@ class TrainBatch:
 
 
 def build_batch(episodes: list[Episode], advantages: list[float], pad_token_id: int) -> TrainBatch:
-    seqs = [e.prompt_ids + e.completion_ids for e in episodes]
+    """Each row is the prompt then every turn's tokens in order (multi-turn episodes keep their
+    tool observations in the sequence); the loss mask covers only the tokens of trainable turns.
+    A single-turn episode is prompt + its one completion, as before."""
+    seqs = [e.prompt_ids + [i for t in e.turns for i in t.token_ids] for e in episodes]
     width = max(len(s) for s in seqs)
     n = len(seqs)
     ids = torch.full((n, width), pad_token_id, dtype=torch.long)
@@ -44,8 +47,12 @@ def build_batch(episodes: list[Episode], advantages: list[float], pad_token_id: 
     for i, (e, s) in enumerate(zip(episodes, seqs)):
         ids[i, : len(s)] = torch.tensor(s)
         attn[i, : len(s)] = 1
-        p, c = len(e.prompt_ids), len(e.completion_ids)
-        # logits at position t predict token t+1: completion token j sits at p+j, predicted at p+j-1
-        cmask[i, p - 1 : p - 1 + c] = 1.0
-        old[i, p - 1 : p - 1 + c] = torch.tensor(e.completion_logprobs, dtype=torch.float32)
+        pos = len(e.prompt_ids)
+        for t in e.turns:
+            c = len(t.token_ids)
+            if t.trainable and c:
+                # logits at position t predict token t+1: the turn's token j sits at pos+j, predicted at pos+j-1
+                cmask[i, pos - 1 : pos - 1 + c] = 1.0
+                old[i, pos - 1 : pos - 1 + c] = torch.tensor(t.logprobs, dtype=torch.float32)
+            pos += c
     return TrainBatch(ids, attn, cmask, old, torch.tensor(advantages, dtype=torch.float32))

@@ -107,10 +107,13 @@ class RolloutConfig(Section):
 
 
 class EnvConfig(Section):
-    name: Literal["math", "code", "prover"] = Field(
-        ..., description="Task family: `math` (exact answers), `code` (Python functions, unit tests in the sandbox), `prover` (Coq proofs)."
+    name: Literal["math", "code", "prover", "swarm"] = Field(
+        ...,
+        description="Task family: `math` (exact answers), `code` (Python functions, unit tests in the sandbox), `prover` (Coq proofs), `swarm` (wide look-ups for a PARL orchestrator and its sub-agents, see `parl`).",
     )
-    levels: list[int] = Field([1, 2, 3], min_length=1, description="Difficulty levels to sample from (math: 1-6, code: 1-3, prover: 1-3).")
+    levels: list[int] = Field(
+        [1, 2, 3], min_length=1, description="Difficulty levels to sample from (math: 1-6, code: 1-3, prover: 1-3, swarm: task width 1-8)."
+    )
     eval_size: int = Field(256, ge=1, description="Held-out problems used for evaluation; training never samples them.")
     heldout_fraction: float = Field(0.1, gt=0, lt=1, description="Share of the problem space reserved for held-out evaluation.")
 
@@ -124,6 +127,27 @@ class SandboxConfig(Section):
         None, ge=32, description="Address-space limit per execution; empty: the env's default (code 512, prover 1024: coqc needs more)."
     )
     workers: int = Field(4, ge=1, le=16, description="Executions run at once when verifying a batch (one uid each).")
+
+
+class ParlConfig(Section):
+    """Used by envs with sub-agents (`swarm`): the orchestrator is trained, sub-agents are frozen."""
+
+    max_stages: int = Field(4, ge=1, description="Orchestrator turns per episode; each turn is one stage (its assignments run in parallel).")
+    max_subagents_per_stage: int = Field(
+        8, ge=1, description="Assignments run per orchestrator turn; the rest return a failure observation without running."
+    )
+    max_subagent_steps: int = Field(3, ge=1, description="Turns a sub-agent may take; one that has not answered by then fails.")
+    max_total_tokens: int = Field(
+        256, ge=16, description="Orchestrator transcript cap (prompt + turns + observations); an episode that would pass it ends with `length`."
+    )
+    max_subagent_tokens: int = Field(96, ge=8, description="Transcript cap of one sub-agent; past it the sub-agent fails.")
+    subagent_policy: str | None = Field(
+        None,
+        description="Model folder of the frozen sub-agent policy; empty: the initial checkpoint (the SFT result, else policy.path, else the step-0 weights).",
+    )
+    subagent_temperature: float | None = Field(
+        0.0, ge=0, description="Sampling temperature of the sub-agents (0: greedy); empty: rollout.temperature."
+    )
 
 
 class AlgorithmConfig(Section):
@@ -195,6 +219,7 @@ class ExperimentConfig(Section):
     env: EnvConfig = Field(..., description="The task family.")
     sandbox: SandboxConfig = Field(default_factory=SandboxConfig, description="Isolation of untrusted code and proofs (code, prover envs).")
     rewards: RewardsConfig = Field(default_factory=RewardsConfig, description="Reward components and their weight schedules.")
+    parl: ParlConfig = Field(default_factory=ParlConfig, description="PARL orchestrator and sub-agent budgets (env `swarm`).")
     algorithm: AlgorithmConfig = Field(default_factory=AlgorithmConfig, description="Advantages and policy loss.")
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig, description="Learner optimizer.")
     train: TrainConfig = Field(default_factory=TrainConfig, description="Loop length and evaluation.")
@@ -218,6 +243,18 @@ class ExperimentConfig(Section):
             raise ValueError(
                 f"policy.head_dim={self.policy.head_dim} cannot be served by rollout.engine=vllm (CPU attention supports {list(VLLM_CPU_HEAD_DIMS)})"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _parl_fits_context(self) -> "ExperimentConfig":
+        if self.env.name == "swarm":
+            ctx, turn = self.policy.max_position_embeddings, self.rollout.max_new_tokens
+            for key in ("max_total_tokens", "max_subagent_tokens"):
+                cap = getattr(self.parl, key)
+                if cap > ctx:
+                    raise ValueError(f"parl.{key} ({cap}) exceeds policy.max_position_embeddings ({ctx})")
+                if turn >= cap:
+                    raise ValueError(f"rollout.max_new_tokens ({turn}, one turn) must be below parl.{key} ({cap})")
         return self
 
     def fingerprint(self, *sections: str) -> str:

@@ -12,17 +12,23 @@ from rollout.episode import Episode
 
 
 def evaluate(
-    workers: list, env: Env, tasks: list[Task], tokenizer, params: SamplingParams, seed: int, verify_workers: int = 1
+    workers: list, env: Env, tasks: list[Task], tokenizer, params: SamplingParams, seed: int, verify_workers: int = 1, rollout=None
 ) -> tuple[dict[str, float], list[Episode]]:
-    """One sample per held-out task. Returns metrics (overall and per level) and the episodes."""
-    episodes = collect(workers, tasks, tokenizer, params, group_size=1, seed=seed, step=-1)
+    """One sample per held-out task. Returns metrics (overall and per level, mean verifier score,
+    and the rollout's own metrics under `eval/`) and the episodes. `rollout`: an `rl.rollout_choice.Rollout`
+    (default: single-turn `collect`)."""
+    run = rollout.run if rollout is not None else collect
+    episodes = run(workers, tasks, tokenizer, params, group_size=1, seed=seed, step=-1)
     verdicts = verify_batch(env, tasks, [e.completion_text for e in episodes], verify_workers)
     by_level: dict[str, list[float]] = defaultdict(list)
     for task, ep, verdict in zip(tasks, episodes, verdicts):
-        ep.verdict = {"passed": verdict.passed, "parsed": verdict.parsed, "reason": verdict.reason}
+        ep.verdict = {"passed": verdict.passed, "score": verdict.score, "parsed": verdict.parsed, "reason": verdict.reason}
         by_level["all"].append(float(verdict.passed))
         level = task.payload.get("level")
         if level is not None:
             by_level[f"level{level}"].append(float(verdict.passed))
     metrics = {f"eval/pass_at_1_{k}" if k != "all" else "eval/pass_at_1": sum(v) / len(v) for k, v in by_level.items()}
+    metrics["eval/score"] = sum(v.score for v in verdicts) / len(verdicts)
+    if rollout is not None:
+        metrics.update({f"eval/{k}": v for k, v in rollout.metrics(episodes).items()})
     return metrics, episodes

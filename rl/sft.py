@@ -29,7 +29,11 @@ def sft_cache_dir(cfg: ExperimentConfig, env: Env) -> Path:
 
 
 def demonstrations(env: Env, n: int, seed: int) -> list[dict[str, str]]:
+    """Prompt/completion pairs: the env's own multi-turn `demonstrations` if it has them (the
+    completion is then a whole transcript, observations included), else `oracle` answers."""
     rng = np.random.default_rng([seed, 7919])  # a stream the RL sampler (seeded by step) never uses
+    if hasattr(env, "demonstrations"):
+        return env.demonstrations(n, rng)
     return [{"prompt": t.prompt, "completion": env.oracle(t)} for t in env.sample(n, rng)]
 
 

@@ -5,6 +5,8 @@ The algorithm is GRPO-family policy gradient with verifiable rewards:
   for each step:
     1. sample `tasks_per_step` training tasks from the env (never the held-out split);
     2. sample `group_size` completions per task with the current policy (Ray rollout workers);
+       for envs with sub-agents, PARL episodes: orchestrator turns + parallel frozen sub-agents
+       (`rl.rollout_choice`, `rollout.swarm`);
     3. verify each completion and score it: reward components (outcome, format, ...) weighted
        by their schedule at this step;
     4. advantages relative to the task's group (GRPO / RLOO / Dr. GRPO); groups whose rewards
@@ -37,9 +39,9 @@ from rl.config import ExperimentConfig, to_yaml
 from rl.console import Console
 from rl.evaluate import evaluate
 from rl.learner import Learner
+from rl.rollout_choice import choose_rollout
 from rl.sft import run_sft
 from rl.tracking import Tracker, default_uri
-from rollout.collect import collect
 from rollout.engines.base import SamplingParams
 from rollout.episode import write_parquet
 from rollout.worker import push_weights, spawn_workers
@@ -82,6 +84,7 @@ def train(cfg: ExperimentConfig, run_dir: Path, *, resume: bool = False) -> dict
     if start_step == 0:
         tracker.log_artifact(run_dir / "config.yaml")
     push_weights(workers, model.state_dict(), version=start_step)
+    rollout = choose_rollout(cfg, env, workers, model, policy_cfg.path)
 
     params = SamplingParams(max_new_tokens=cfg.rollout.max_new_tokens, temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p)
     eval_params = SamplingParams(
@@ -94,7 +97,9 @@ def train(cfg: ExperimentConfig, run_dir: Path, *, resume: bool = False) -> dict
 
     def run_eval(step: int) -> dict[str, float]:
         # The eval seed is fixed so that successive evaluations differ only by the policy.
-        metrics, episodes = evaluate(workers, env, eval_tasks, tokenizer, eval_params, seed=cfg.run.seed + 7_777_777, verify_workers=cfg.sandbox.workers)
+        metrics, episodes = evaluate(
+            workers, env, eval_tasks, tokenizer, eval_params, seed=cfg.run.seed + 7_777_777, verify_workers=cfg.sandbox.workers, rollout=rollout
+        )
         if cfg.tracking.sample_episodes and step > tracker.logged_until:
             sample = [e.to_record() for e in episodes[: cfg.tracking.sample_episodes]]
             tracker.log_dict(sample, f"episodes/eval_step_{step:06d}.json")
@@ -114,7 +119,7 @@ def train(cfg: ExperimentConfig, run_dir: Path, *, resume: bool = False) -> dict
 
             # 1-2. tasks and rollouts
             tasks = env.sample(cfg.train.tasks_per_step, np.random.default_rng([cfg.run.seed, step]))
-            episodes = collect(workers, tasks, tokenizer, params, group_size=cfg.rollout.group_size, seed=cfg.run.seed * 100_003 + step, step=step)
+            episodes = rollout.run(workers, tasks, tokenizer, params, group_size=cfg.rollout.group_size, seed=cfg.run.seed * 100_003 + step, step=step)
             t_rollout = time.perf_counter() - t0
 
             # 3. verify and score
@@ -147,6 +152,7 @@ def train(cfg: ExperimentConfig, run_dir: Path, *, resume: bool = False) -> dict
             step_s = time.perf_counter() - t0
             n_tokens = sum(len(e.completion_ids) for e in episodes)
             metrics.update(scored.metrics)
+            metrics.update(rollout.metrics(episodes))
             metrics.update(
                 {
                     "reward/mean": float(rewards.mean()),
@@ -192,7 +198,8 @@ def _start_ray_and_workers(cfg: ExperimentConfig, policy_cfg, console: Console) 
         if cfg.cluster.address:
             ray.init(address=cfg.cluster.address, log_to_driver=True)
         else:
-            ray.init(num_cpus=cfg.cluster.num_cpus, include_dashboard=cfg.cluster.dashboard, log_to_driver=True, configure_logging=False)
+            # address="local": always a fresh embedded instance, never one some other process started
+            ray.init(address="local", num_cpus=cfg.cluster.num_cpus, include_dashboard=cfg.cluster.dashboard, log_to_driver=True, configure_logging=False)
     spec = {"policy": policy_cfg.model_dump(), "path": policy_cfg.path, "tokenizer": policy_cfg.tokenizer or policy_cfg.path}
     r = cfg.rollout
     workers = spawn_workers(

@@ -39,6 +39,9 @@ class RolloutWorker:
         else:
             raise ValueError(f"unknown engine {engine!r}")
         self.version = -1
+        self.tokenizer = tokenizer
+        self.subagent_engine = None  # PARL: the frozen sub-agent policy, never touched by load_weights
+        self._envs: dict[str, Any] = {}
 
     def load_weights(self, state: dict[str, torch.Tensor], version: int) -> int:
         self.engine.load_weights(state)
@@ -55,6 +58,40 @@ class RolloutWorker:
     def pid(self) -> int:
         return os.getpid()
 
+    def load_subagent_policy(self, path: str | None, state: dict[str, torch.Tensor] | None) -> int:
+        """PARL: the frozen sub-agent policy, from a model folder or (same architecture) a state dict."""
+        import copy
+
+        from policies.model import load_model
+        from rollout.engines.hf import HFEngine
+
+        model = load_model(path) if path else copy.deepcopy(self.engine.model)
+        if state is not None:
+            model.load_state_dict(state, strict=True)
+        self.subagent_engine = HFEngine(model, self.engine.eos_token_id, self.engine.pad_token_id, self.engine.batch_size)
+        return os.getpid()
+
+    def run_subagents(self, specs: list, params: SamplingParams, budgets, env_spec: dict[str, Any], seed: int) -> list:
+        """PARL: run sub-agents to completion with the frozen policy and the env's tools (`rollout.swarm.subagent`)."""
+        if self.subagent_engine is None:
+            raise RuntimeError("no sub-agent policy: call load_subagent_policy first")
+        from rollout.swarm.subagent import run_subagents
+
+        return run_subagents(self.subagent_engine, self.tokenizer, self._env(env_spec).call_tool, specs, params, budgets, seed)
+
+    def param_checksum(self, role: str = "policy") -> float:
+        """Σ|θ| of the `policy` (trained) or `subagent` (frozen) engine: a cheap check that weights moved or did not."""
+        engine = self.engine if role == "policy" else self.subagent_engine
+        return float(sum(p.detach().double().abs().sum() for p in engine.model.parameters()))
+
+    def _env(self, spec: dict[str, Any]):
+        key = repr(sorted(spec.items()))
+        if key not in self._envs:
+            from envs.registry import make_env
+
+            self._envs[key] = make_env(spec["name"], **spec.get("kwargs", {}))
+        return self._envs[key]
+
 
 def spawn_workers(
     n: int, model_spec: dict[str, Any], *, engine: str, batch_size: int, cpus: float, gpus: float, torch_threads: int, engine_options: dict[str, Any] | None = None
@@ -70,6 +107,12 @@ def push_weights(workers: list, state: dict[str, torch.Tensor], version: int) ->
     """One `ray.put` per step; every worker reads the same object."""
     ref = ray.put({k: v.detach().cpu() for k, v in state.items()})
     ray.get([w.load_weights.remote(ref, version) for w in workers])
+
+
+def load_subagent_policy(workers: list, path: str | None, state: dict[str, torch.Tensor] | None = None) -> None:
+    """PARL: give every worker the frozen sub-agent policy (a folder, or a state dict put once)."""
+    ref = ray.put({k: v.detach().cpu() for k, v in state.items()}) if state is not None else None
+    ray.get([w.load_subagent_policy.remote(path, ref) for w in workers])
 
 
 def generate(workers: list, prompts: list[list[int]], params: SamplingParams, seed: int) -> list[Completion]:

@@ -1,0 +1,148 @@
+"""The `swarm` environment: "for each of these N entities, find attribute X", N = the level.
+
+A task names an attribute and N entities of a generated corpus (`envs.swarm.corpus`); the
+answer is the table `name value,...`, scored by item-level F1 (`Verdict.score`; `passed` when
+F1 == 1). The work decomposes into N independent look-ups, each one `search` call, so it can
+be done serially by the orchestrator with its own tools or in parallel by sub-agents.
+
+Held-out split by entity: an entity is held out by a stable hash of its name, training tasks
+use only training entities and evaluation tasks only held-out ones, so a policy cannot pass
+evaluation by having memorised facts seen during training.
+
+`latency_s` adds a fixed delay to every tool call: a deliberately slow tool, for concurrency
+tests and latency benchmarks (0 in training).
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from envs.base import Task, Verdict
+from envs.split import HeldoutSplit, stable_hash
+from envs.swarm import syntax as S
+from envs.swarm.answer import final_answer, format_table, item_f1, parse_table
+from envs.swarm.corpus import ATTRIBUTES, Corpus
+from envs.swarm.tools import calc, search
+
+LEVELS = tuple(range(1, 9))  # task width N
+
+
+class SwarmEnv:
+    name = "swarm"
+
+    def __init__(
+        self,
+        levels=(2, 3, 4),
+        eval_size: int = 64,
+        eval_seed: int = 1234,
+        heldout_fraction: float = 0.1,
+        corpus_size: int = 600,
+        corpus_seed: int = 0,
+        parallel_fraction: float = 0.5,
+        latency_s: float = 0.0,
+    ):
+        bad = [lv for lv in levels if lv not in LEVELS]
+        if bad or not levels:
+            raise ValueError(f"swarm levels (task widths) must be among {LEVELS}, got {list(levels)}")
+        self.levels = tuple(levels)
+        self.eval_size = eval_size
+        self.eval_seed = eval_seed
+        self.parallel_fraction = parallel_fraction
+        self.latency_s = latency_s
+        self.corpus = Corpus(corpus_size, corpus_seed)
+        split = HeldoutSplit(heldout_fraction)
+        self.heldout_names = [n for n in self.corpus.names if split.contains(f"swarm/{n}")]
+        self.train_names = [n for n in self.corpus.names if not split.contains(f"swarm/{n}")]
+        if len(self.heldout_names) < max(self.levels) or len(self.train_names) < max(self.levels):
+            raise ValueError("corpus too small for the held-out split at these levels")
+        self._eval_cache: list[Task] | None = None
+
+    # ------------------------------------------------------------------ tasks
+
+    def _draw(self, rng: np.random.Generator, heldout: bool) -> Task:
+        pool = self.heldout_names if heldout else self.train_names
+        width = self.levels[int(rng.integers(len(self.levels)))]
+        attr = ATTRIBUTES[int(rng.integers(len(ATTRIBUTES)))]
+        names = [pool[i] for i in rng.choice(len(pool), size=width, replace=False)]
+        prompt = f"{attr} {' '.join(names)}\n"
+        answer = {n: self.corpus.facts[n][attr] for n in names}
+        return Task(
+            id=f"swarm/{stable_hash(prompt):016x}",
+            env=self.name,
+            prompt=prompt,
+            payload={"attribute": attr, "entities": names, "answer": answer, "level": width},
+        )
+
+    def sample(self, n: int, rng: np.random.Generator) -> list[Task]:
+        return [self._draw(rng, heldout=False) for _ in range(n)]
+
+    def eval_tasks(self, n: int | None = None) -> list[Task]:
+        n = self.eval_size if n is None else n
+        if self._eval_cache is None or len(self._eval_cache) < n:
+            rng = np.random.default_rng(self.eval_seed)
+            self._eval_cache = [self._draw(rng, heldout=True) for _ in range(n)]
+        return list(self._eval_cache[:n])
+
+    # ------------------------------------------------------------------ verifier
+
+    def verify(self, task: Task, completion: str) -> Verdict:
+        text = final_answer(completion)
+        if text is None:
+            return Verdict(passed=False, score=0.0, parsed=False, reason="no answer")
+        gold = {(n, str(v)) for n, v in task.payload["answer"].items()}
+        f1 = item_f1(parse_table(text), gold)
+        return Verdict(passed=f1 == 1.0, score=f1, parsed=True, reason=f"item F1 {f1:.2f}")
+
+    # ------------------------------------------------------------------ tools
+
+    def call_tool(self, tool: str, arg: str) -> str:
+        """Run `search` or `calc`; the result text (no exception escapes)."""
+        if self.latency_s:
+            time.sleep(self.latency_s)
+        if tool == "search":
+            return search(self.corpus, arg)
+        if tool == "calc":
+            return calc(arg)
+        return "err no tool"
+
+    # ------------------------------------------------------------------ demonstrations
+
+    def oracle(self, task: Task) -> str:
+        """The correct final answer action (`=kob 42,tam 17`)."""
+        return S.ANSWER + format_table(task.payload["answer"]) + "\n"
+
+    def serial_transcript(self, task: Task) -> str:
+        """The orchestrator alone: one search per entity, then the answer."""
+        looks = "".join(f"{S.SEARCH}{n}\n{S.observation([self.corpus.record(n)])}" for n in task.payload["entities"])
+        return looks + self.oracle(task)
+
+    def parallel_transcript(self, task: Task) -> str:
+        """One stage: a sub-agent role per attribute, one instance per entity, then the answer."""
+        p = task.payload
+        actions = [f"{S.SPAWN}a {p['attribute']}"] + [f"{S.ASSIGN}a {n}" for n in p["entities"]]
+        results = [f"{n} {v}" for n, v in p["answer"].items()]
+        return S.SEP.join(actions) + "\n" + S.observation(results) + self.oracle(task)
+
+    def subagent_transcript(self, attribute: str, name: str) -> tuple[str, str]:
+        """(prompt, completion) of a sub-agent that looks up one fact."""
+        value = self.corpus.facts[name][attribute]
+        return S.subagent_prompt(attribute, name), f"{S.SEARCH}{name}\n{S.observation([self.corpus.record(name)])}{S.ANSWER}{value}\n"
+
+    def demonstrations(self, n: int, rng: np.random.Generator) -> list[dict[str, str]]:
+        """`n` SFT examples from the training split: half orchestrator transcripts (serial or
+        parallel, `parallel_fraction` of them parallel), half sub-agent transcripts."""
+        out = []
+        for i, task in enumerate(self.sample(n, rng)):
+            if i % 2 == 0:
+                parallel = rng.random() < self.parallel_fraction
+                out.append({"prompt": task.prompt, "completion": (self.parallel_transcript if parallel else self.serial_transcript)(task)})
+            else:
+                name = task.payload["entities"][0]
+                prompt, completion = self.subagent_transcript(task.payload["attribute"], name)
+                out.append({"prompt": prompt, "completion": completion})
+        return out
+
+    def alphabet(self) -> str:
+        return "abcdefghijklmnopqrstuvwxyz0123456789 +@?#=>;,\n"

@@ -1,0 +1,38 @@
+"""The rollout the trainer uses, chosen once per run: single-turn `collect`, or the PARL runtime
+for envs with sub-agents (which also gives the workers their frozen sub-agent policy)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from envs.registry import env_kwargs
+from rl.config import ExperimentConfig
+from rl.parl_metrics import parl_metrics
+from rollout.collect import collect
+from rollout.episode import Episode
+
+PARL_ENVS = ("swarm",)
+
+
+@dataclass(frozen=True)
+class Rollout:
+    run: Callable[..., list[Episode]]  # collect's signature: (workers, tasks, tokenizer, params, *, group_size, seed, step)
+    metrics: Callable[[list[Episode]], dict[str, float]]  # extra per-step metrics of its episodes
+
+
+def choose_rollout(cfg: ExperimentConfig, env, workers: list, model, policy_path: str | None) -> Rollout:
+    """`policy_path` is the initial checkpoint (SFT result or policy.path); without one and without
+    `parl.subagent_policy`, sub-agents get `model`'s current weights."""
+    if cfg.env.name not in PARL_ENVS:
+        return Rollout(collect, lambda episodes: {})
+    from rollout.swarm.budgets import Budgets
+    from rollout.swarm.runtime import SwarmRollout
+    from rollout.worker import load_subagent_policy
+
+    path = cfg.parl.subagent_policy or policy_path
+    load_subagent_policy(workers, path, None if path else model.state_dict())
+    p = cfg.parl
+    budgets = Budgets(p.max_stages, p.max_subagents_per_stage, p.max_subagent_steps, p.max_total_tokens, p.max_subagent_tokens)
+    runtime = SwarmRollout(env, {"name": cfg.env.name, "kwargs": env_kwargs(cfg)}, budgets, p.subagent_temperature)
+    return Rollout(runtime, parl_metrics)

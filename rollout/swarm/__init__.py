@@ -1,0 +1,1 @@
+"""PARL runtime: a trainable orchestrator whose sub-agents (a frozen policy) run in parallel on the rollout workers."""

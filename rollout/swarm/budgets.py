@@ -1,0 +1,17 @@
+"""Budgets of a PARL episode (filled from the experiment's `parl:` section).
+
+New tokens per turn (orchestrator and sub-agents) are `SamplingParams.max_new_tokens`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Budgets:
+    max_stages: int = 4  # orchestrator turns; each turn is one stage
+    max_subagents_per_stage: int = 8  # assignments beyond it return a failure observation unrun
+    max_subagent_steps: int = 3  # sub-agent turns; a sub-agent that has not answered by then fails
+    max_total_tokens: int = 256  # orchestrator transcript (prompt + turns + observations)
+    max_subagent_tokens: int = 96  # one sub-agent's transcript
