@@ -20,7 +20,11 @@ def make_env(name: str, **kwargs: Any) -> Env:
         from envs.prover import ProverEnv
 
         return ProverEnv(**kwargs)
-    raise ValueError(f"unknown env {name!r}; known: math, code, prover")
+    if name == "vision":
+        from envs.vision import VisionEnv
+
+        return VisionEnv(**kwargs)
+    raise ValueError(f"unknown env {name!r}; known: math, code, prover, vision")
 
 
 def env_kwargs(cfg) -> dict[str, Any]:
