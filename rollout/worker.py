@@ -23,6 +23,7 @@ class RolloutWorker:
             torch.set_num_threads(torch_threads)
         from policies.model import build_model, load_model
         from policies.tokenizer import load_tokenizer
+        from policies.vlm import processor_for
         from rl.config import PolicyConfig
 
         policy = PolicyConfig(**model_spec["policy"])
@@ -32,7 +33,8 @@ class RolloutWorker:
             raise ValueError(f"unknown engine {engine!r}")
         from rollout.engines.hf import HFEngine
 
-        self.engine = HFEngine(model, tokenizer.eos_token_id, tokenizer.pad_token_id, batch_size)
+        images = _image_inputs(processor_for(policy, tokenizer), model)
+        self.engine = HFEngine(model, tokenizer.eos_token_id, tokenizer.pad_token_id, batch_size, image_inputs=images)
         self.version = -1
 
     def load_weights(self, state: dict[str, torch.Tensor], version: int) -> int:
@@ -40,11 +42,21 @@ class RolloutWorker:
         self.version = version
         return os.getpid()
 
-    def generate(self, prompts: list[list[int]], params: SamplingParams, seed: int) -> tuple[int, list[Completion]]:
+    def generate(self, prompts: list, params: SamplingParams, seed: int) -> tuple[int, list[Completion]]:
         return self.version, self.engine.generate(prompts, params, seed)
 
     def pid(self) -> int:
         return os.getpid()
+
+
+def _image_inputs(processor, model):
+    """The engine's image handling for a VLM (None for a text-only policy)."""
+    if processor is None:
+        return None
+    from policies.vlm import tokens_per_image
+    from rollout.engines.multimodal import ImageInputs
+
+    return ImageInputs(processor.image_processor, model.config.image_token_id, tokens_per_image(model.config))
 
 
 def spawn_workers(n: int, model_spec: dict[str, Any], *, engine: str, batch_size: int, cpus: float, gpus: float, torch_threads: int):
@@ -61,7 +73,7 @@ def push_weights(workers: list, state: dict[str, torch.Tensor], version: int) ->
     ray.get([w.load_weights.remote(ref, version) for w in workers])
 
 
-def generate(workers: list, prompts: list[list[int]], params: SamplingParams, seed: int) -> list[Completion]:
+def generate(workers: list, prompts: list, params: SamplingParams, seed: int) -> list[Completion]:
     """Split `prompts` into contiguous shards, one per worker, and concatenate the results in order.
 
     Each shard's sampling seed depends only on (`seed`, shard index), so results do not depend
