@@ -12,10 +12,11 @@ from rollout.episode import Episode
 
 
 def evaluate(
-    workers: list, env: Env, tasks: list[Task], tokenizer, params: SamplingParams, seed: int, verify_workers: int = 1
+    workers: list, env: Env, tasks: list[Task], tokenizer, params: SamplingParams, seed: int, verify_workers: int = 1, processor=None
 ) -> tuple[dict[str, float], list[Episode]]:
-    """One sample per held-out task. Returns metrics (overall and per level) and the episodes."""
-    episodes = collect(workers, tasks, tokenizer, params, group_size=1, seed=seed, step=-1)
+    """One sample per held-out task. Returns metrics (overall, per level, per task kind where the
+    env has kinds) and the episodes."""
+    episodes = collect(workers, tasks, tokenizer, params, group_size=1, seed=seed, step=-1, processor=processor)
     verdicts = verify_batch(env, tasks, [e.completion_text for e in episodes], verify_workers)
     by_level: dict[str, list[float]] = defaultdict(list)
     for task, ep, verdict in zip(tasks, episodes, verdicts):
@@ -24,5 +25,8 @@ def evaluate(
         level = task.payload.get("level")
         if level is not None:
             by_level[f"level{level}"].append(float(verdict.passed))
+        kind = task.payload.get("kind")
+        if kind is not None:
+            by_level[f"kind_{kind}"].append(float(verdict.passed))
     metrics = {f"eval/pass_at_1_{k}" if k != "all" else "eval/pass_at_1": sum(v) / len(v) for k, v in by_level.items()}
     return metrics, episodes

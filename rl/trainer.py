@@ -37,6 +37,7 @@ from rl.config import ExperimentConfig, to_yaml
 from rl.console import Console
 from rl.evaluate import evaluate
 from rl.learner import Learner
+from rl.sample_grid import log_sample_grid
 from rl.sft import run_sft
 from rl.tracking import Tracker, default_uri
 from rollout.collect import collect
@@ -60,8 +61,10 @@ def train(cfg: ExperimentConfig, run_dir: Path, *, resume: bool = False) -> dict
         policy_cfg = cfg.policy.model_copy(update={"path": str(run_sft(cfg, env, log=console.log))})
 
     from policies.model import build_policy
+    from policies.vlm import processor_for
 
     model, tokenizer = build_policy(policy_cfg, seed=cfg.run.seed)
+    processor = processor_for(policy_cfg, tokenizer)  # None for a text-only policy
     learner = Learner(model, cfg)
     start_step = 0
     ckpt = latest_checkpoint(run_dir) if resume else None
@@ -94,10 +97,13 @@ def train(cfg: ExperimentConfig, run_dir: Path, *, resume: bool = False) -> dict
 
     def run_eval(step: int) -> dict[str, float]:
         # The eval seed is fixed so that successive evaluations differ only by the policy.
-        metrics, episodes = evaluate(workers, env, eval_tasks, tokenizer, eval_params, seed=cfg.run.seed + 7_777_777, verify_workers=cfg.sandbox.workers)
+        metrics, episodes = evaluate(
+            workers, env, eval_tasks, tokenizer, eval_params, seed=cfg.run.seed + 7_777_777, verify_workers=cfg.sandbox.workers, processor=processor
+        )
         if cfg.tracking.sample_episodes and step > tracker.logged_until:
-            sample = [e.to_record() for e in episodes[: cfg.tracking.sample_episodes]]
+            sample = [e.json_record() for e in episodes[: cfg.tracking.sample_episodes]]
             tracker.log_dict(sample, f"episodes/eval_step_{step:06d}.json")
+            log_sample_grid(tracker, run_dir, eval_tasks, episodes, step)
         console.log(f"step {step}: held-out pass@1 {metrics['eval/pass_at_1']:.3f} on {len(eval_tasks)} problems")
         return metrics
 
@@ -114,7 +120,9 @@ def train(cfg: ExperimentConfig, run_dir: Path, *, resume: bool = False) -> dict
 
             # 1-2. tasks and rollouts
             tasks = env.sample(cfg.train.tasks_per_step, np.random.default_rng([cfg.run.seed, step]))
-            episodes = collect(workers, tasks, tokenizer, params, group_size=cfg.rollout.group_size, seed=cfg.run.seed * 100_003 + step, step=step)
+            episodes = collect(
+                workers, tasks, tokenizer, params, group_size=cfg.rollout.group_size, seed=cfg.run.seed * 100_003 + step, step=step, processor=processor
+            )
             t_rollout = time.perf_counter() - t0
 
             # 3. verify and score
@@ -136,7 +144,7 @@ def train(cfg: ExperimentConfig, run_dir: Path, *, resume: bool = False) -> dict
             metrics: dict[str, float] = {}
             kept = [e for e, k in zip(episodes, keep.tolist()) if k]
             if kept:
-                batch = build_batch(kept, [e.advantage for e in kept], tokenizer.pad_token_id)
+                batch = build_batch(kept, [e.advantage for e in kept], tokenizer.pad_token_id, getattr(processor, "image_processor", None))
                 metrics.update(learner.update(batch))
 
             # 6. new weights to the rollout workers
