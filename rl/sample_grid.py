@@ -7,6 +7,7 @@ sees and what it says (green: passed, red: failed).
 from __future__ import annotations
 
 import io
+import textwrap
 from pathlib import Path
 
 from PIL import Image, ImageDraw
@@ -14,7 +15,8 @@ from PIL import Image, ImageDraw
 from envs.base import Task
 from rollout.episode import Episode
 
-CELL, SCALE, TEXT_H, COLS = 48, 3, 40, 4
+CELL, SCALE, TEXT_H, COLS = 48, 3, 52, 4
+LINE = 23  # characters of the default bitmap font that fit in a cell's width
 
 
 def sample_grid(tasks: list[Task], episodes: list[Episode], n: int = 16) -> bytes | None:
@@ -32,9 +34,11 @@ def sample_grid(tasks: list[Task], episodes: list[Episode], n: int = 16) -> byte
         grid.paste(img, (x, y))
         passed = bool(ep.verdict.get("passed"))
         answer = ep.completion_text.strip().replace("\n", " ")[:20] or "(empty)"
-        draw.text((x + 3, y + side + 2), task.prompt[:26], fill=(0, 0, 0))
-        draw.text((x + 3, y + side + 14), f"model: {answer}", fill=(0, 140, 0) if passed else (200, 0, 0))
-        draw.text((x + 3, y + side + 26), f"truth: {task.payload.get('answer', '?')}", fill=(90, 90, 90))
+        question = textwrap.wrap(task.prompt, LINE)[:2]
+        for i, line in enumerate(question):
+            draw.text((x + 3, y + side + 2 + 11 * i), line, fill=(0, 0, 0))
+        draw.text((x + 3, y + side + 26), f"model: {answer}", fill=(0, 140, 0) if passed else (200, 0, 0))
+        draw.text((x + 3, y + side + 38), f"truth: {task.payload.get('answer', '?')}", fill=(90, 90, 90))
         draw.rectangle([x, y, x + side - 1, y + side + TEXT_H - 1], outline=(200, 200, 200))
     buf = io.BytesIO()
     grid.save(buf, format="PNG")

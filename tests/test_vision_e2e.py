@@ -71,6 +71,6 @@ def test_two_rl_steps_keep_images_and_log_a_sample_grid(tmp_path):
     grids = [a.path for a in client.list_artifacts(run_id, "samples")]
     assert grids == ["samples/eval_step_000000.png", "samples/eval_step_000002.png"]
     local = client.download_artifacts(run_id, grids[-1], str(tmp_path / "dl"))
-    assert Image.open(local).size == (4 * 144, 3 * (144 + 40))  # 10 eval tasks, 4 per row
+    assert Image.open(local).size == (4 * 144, 3 * (144 + 52))  # 10 eval tasks, 4 per row
     sample = json.loads(Path(client.download_artifacts(run_id, "episodes/eval_step_000002.json", str(tmp_path / "dl"))).read_text())
     assert len(sample) == 4 and all(len(e["images"][0]) == 64 for e in sample)  # sha256 hex, not bytes

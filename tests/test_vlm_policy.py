@@ -167,3 +167,39 @@ def test_vision_env_needs_a_vlm_policy():
         load_config("experiments/vision.yaml", ["policy.arch=llama"])
     with pytest.raises(ConfigError, match="patch_size"):
         load_config("experiments/vision.yaml", ["policy.vision.patch_size=7"])
+
+
+def test_engine_never_samples_the_image_placeholder_and_learner_agrees(cfg, tasks):
+    """Even when the placeholder is by far the likeliest next token, it is not sampled, and the
+    learner's log-probs (normalised over the same vocabulary) still match the sampler's."""
+    model, tok = build_policy(cfg.policy, seed=2)
+    proc = processor_for(cfg.policy, tok)
+    image_id = model.config.image_token_id
+
+
+    def favour_placeholder(module, args, logits):  # a huge logit for the placeholder at every position
+        logits = logits.clone()
+        logits[..., image_id] += 100.0
+        return logits
+
+    model.get_output_embeddings().register_forward_hook(favour_placeholder)
+    prompts = [encode_prompt(None, t, proc) for t in tasks]
+    with torch.no_grad():
+        ids = torch.tensor([prompts[0]["prompt_token_ids"]])
+        pv = proc.image_processor([prompts[0]["multi_modal_data"]["image"]], return_tensors="pt")["pixel_values"]
+        assert int(model(input_ids=ids, pixel_values=pv).logits[0, -1].argmax()) == image_id
+    out = engine_for(model, tok, proc).generate(prompts, SamplingParams(max_new_tokens=6, temperature=1.0), seed=0)
+    assert all(image_id not in c.token_ids for c in out)
+    episodes = [
+        Episode(task_id=t.id, env="vision", prompt=t.prompt, prompt_ids=p["prompt_token_ids"], group=i, images=list(t.images),
+                turns=[Turn(role="assistant", text="", token_ids=c.token_ids, logprobs=c.logprobs, trainable=True)])
+        for i, (t, p, c) in enumerate(zip(tasks, prompts, out))
+    ]
+    batch = build_batch(episodes, [1.0] * len(episodes), tok.pad_token_id, proc.image_processor)
+    for chunked in (True, False):
+        learner = Learner(model, cfg.model_copy(update={"algorithm": cfg.algorithm.model_copy(update={"chunked_logprobs": chunked})}))
+        with torch.no_grad():
+            lp, ent = learner._logprobs(model, batch)
+        m = batch.completion_mask.bool()
+        torch.testing.assert_close(lp[m], batch.old_logprobs[m], atol=1e-4, rtol=0)
+        assert torch.isfinite(ent[m]).all()
