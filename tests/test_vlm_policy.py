@@ -203,3 +203,15 @@ def test_engine_never_samples_the_image_placeholder_and_learner_agrees(cfg, task
         m = batch.completion_mask.bool()
         torch.testing.assert_close(lp[m], batch.old_logprobs[m], atol=1e-4, rtol=0)
         assert torch.isfinite(ent[m]).all()
+
+
+def test_episode_images_survive_parquet_and_json_records(tasks, tmp_path):
+    import hashlib
+
+    from rollout.episode import read_parquet, write_parquet
+
+    e = Episode(task_id=tasks[0].id, env="vision", prompt=tasks[0].prompt, prompt_ids=[1, 2], images=list(tasks[0].images),
+                turns=[Turn(role="assistant", text="3", token_ids=[5], logprobs=[-0.5], trainable=True)])
+    back = read_parquet(write_parquet([e], tmp_path / "s.parquet"))[0]
+    assert back.images == list(tasks[0].images) and back == e
+    assert e.json_record()["images"] == [hashlib.sha256(tasks[0].images[0]).hexdigest()]
