@@ -24,7 +24,11 @@ def make_env(name: str, **kwargs: Any) -> Env:
         from envs.swarm import SwarmEnv
 
         return SwarmEnv(**kwargs)
-    raise ValueError(f"unknown env {name!r}; known: math, code, prover, swarm")
+    if name == "vision":
+        from envs.vision import VisionEnv
+
+        return VisionEnv(**kwargs)
+    raise ValueError(f"unknown env {name!r}; known: math, code, prover, swarm, vision")
 
 
 def env_kwargs(cfg) -> dict[str, Any]:

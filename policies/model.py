@@ -23,6 +23,10 @@ _CONFIGS = {"llama": LlamaConfig, "qwen2": Qwen2Config}
 
 def build_model(cfg: "PolicyConfig", tokenizer: PreTrainedTokenizerBase, seed: int = 0) -> PreTrainedModel:
     """A randomly initialised model of `cfg.arch` sized by `cfg` (deterministic per seed)."""
+    if cfg.arch == "llava":
+        from policies.vlm import build_vlm
+
+        return build_vlm(cfg, tokenizer, seed)
     register_qk_probe()
     kv = cfg.num_kv_heads or cfg.num_heads
     config = _CONFIGS[cfg.arch](
@@ -47,9 +51,13 @@ def build_model(cfg: "PolicyConfig", tokenizer: PreTrainedTokenizerBase, seed: i
 
 
 def load_model(path: str | Path) -> PreTrainedModel:
-    """Any local HF causal-LM folder (`from_pretrained`), with the QK-probe attention."""
+    """Any local HF causal-LM or VLM folder (`from_pretrained`), with the QK-probe attention."""
     from transformers.utils import logging as hf_logging
 
+    from policies.vlm import is_vlm_folder, load_vlm
+
+    if is_vlm_folder(path):
+        return load_vlm(path)
     register_qk_probe()
     hf_logging.disable_progress_bar()  # a per-load bar in every worker log says nothing useful
     model = AutoModelForCausalLM.from_pretrained(str(path), attn_implementation=QK_PROBE_ATTENTION, dtype=torch.float32)

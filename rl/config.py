@@ -48,12 +48,31 @@ class ClusterConfig(Section):
     dashboard: bool = Field(False, description="Start the Ray dashboard with the embedded instance.")
 
 
+class VisionTowerConfig(Section):
+    image_size: int = Field(48, ge=8, description="Side of the (square) input image in pixels; images are resized to it by the processor.")
+    patch_size: int = Field(8, ge=1, description="Side of a patch; (image_size / patch_size)^2 image tokens per image go into the LM.")
+    hidden_size: int = Field(64, ge=8, description="Vision tower width.")
+    num_layers: int = Field(2, ge=1, description="Vision tower blocks.")
+    num_heads: int = Field(2, ge=1, description="Vision tower attention heads.")
+    intermediate_size: int = Field(128, ge=8, description="Vision tower MLP width.")
+
+    @model_validator(mode="after")
+    def _patches_tile(self) -> "VisionTowerConfig":
+        if self.image_size % self.patch_size:
+            raise ValueError(f"image_size ({self.image_size}) must be a multiple of patch_size ({self.patch_size})")
+        if self.hidden_size % self.num_heads:
+            raise ValueError(f"hidden_size ({self.hidden_size}) must be a multiple of num_heads ({self.num_heads})")
+        return self
+
+
 class PolicyConfig(Section):
     path: str | None = Field(
         None,
         description="Local folder of a Hugging Face causal LM (config + weights + tokenizer). Empty: build `arch` from the fields below with random init.",
     )
-    arch: Literal["llama", "qwen2"] = Field("llama", description="Architecture of a model built from config.")
+    arch: Literal["llama", "qwen2", "llava"] = Field(
+        "llama", description="Architecture of a model built from config; `llava`: a SigLIP vision tower + projector + a Llama LM sized by the fields below (vision envs)."
+    )
     hidden_size: int = Field(128, ge=8, description="Model width.")
     num_layers: int = Field(4, ge=1, description="Transformer blocks.")
     num_heads: int = Field(4, ge=1, description="Attention (query) heads.")
@@ -65,6 +84,7 @@ class PolicyConfig(Section):
     tokenizer: str | None = Field(
         None, description="Tokenizer file/folder; empty: the model folder's, or the built-in character tokenizer."
     )
+    vision: VisionTowerConfig = Field(default_factory=VisionTowerConfig, description="The vision tower of a `llava` policy built from config (ignored otherwise).")
 
     @model_validator(mode="after")
     def _heads_divide(self) -> "PolicyConfig":
@@ -107,12 +127,12 @@ class RolloutConfig(Section):
 
 
 class EnvConfig(Section):
-    name: Literal["math", "code", "prover", "swarm"] = Field(
+    name: Literal["math", "code", "prover", "swarm", "vision"] = Field(
         ...,
-        description="Task family: `math` (exact answers), `code` (Python functions, unit tests in the sandbox), `prover` (Coq proofs), `swarm` (wide look-ups for a PARL orchestrator and its sub-agents, see `parl`).",
+        description="Task family: `math` (exact answers), `code` (Python functions, unit tests in the sandbox), `prover` (Coq proofs), `swarm` (wide look-ups for a PARL orchestrator and its sub-agents, see `parl`), `vision` (questions about rendered images; needs a `llava` policy).",
     )
     levels: list[int] = Field(
-        [1, 2, 3], min_length=1, description="Difficulty levels to sample from (math: 1-6, code: 1-3, prover: 1-3, swarm: task width 1-8)."
+        [1, 2, 3], min_length=1, description="Difficulty levels to sample from (math: 1-6, code: 1-3, prover: 1-3, swarm: task width 1-8, vision: 1-3)."
     )
     eval_size: int = Field(256, ge=1, description="Held-out problems used for evaluation; training never samples them.")
     heldout_fraction: float = Field(0.1, gt=0, lt=1, description="Share of the problem space reserved for held-out evaluation.")
@@ -255,6 +275,12 @@ class ExperimentConfig(Section):
                     raise ValueError(f"parl.{key} ({cap}) exceeds policy.max_position_embeddings ({ctx})")
                 if turn >= cap:
                     raise ValueError(f"rollout.max_new_tokens ({turn}, one turn) must be below parl.{key} ({cap})")
+        return self
+
+    @model_validator(mode="after")
+    def _vision_needs_a_vlm(self) -> "ExperimentConfig":
+        if self.env.name == "vision" and self.policy.arch != "llava" and not self.policy.path:
+            raise ValueError("env.name 'vision' needs an image-reading policy: set policy.arch: llava (or policy.path to a VLM folder)")
         return self
 
     def fingerprint(self, *sections: str) -> str:

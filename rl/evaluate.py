@@ -14,9 +14,9 @@ from rollout.episode import Episode
 def evaluate(
     workers: list, env: Env, tasks: list[Task], tokenizer, params: SamplingParams, seed: int, verify_workers: int = 1, rollout=None
 ) -> tuple[dict[str, float], list[Episode]]:
-    """One sample per held-out task. Returns metrics (overall and per level, mean verifier score,
-    and the rollout's own metrics under `eval/`) and the episodes. `rollout`: an `rl.rollout_choice.Rollout`
-    (default: single-turn `collect`)."""
+    """One sample per held-out task. Returns metrics (overall, per level, per task kind where the env
+    has kinds, mean verifier score, and the rollout's own metrics under `eval/`) and the episodes.
+    `rollout`: an `rl.rollout_choice.Rollout` (default: single-turn `collect`)."""
     run = rollout.run if rollout is not None else collect
     episodes = run(workers, tasks, tokenizer, params, group_size=1, seed=seed, step=-1)
     verdicts = verify_batch(env, tasks, [e.completion_text for e in episodes], verify_workers)
@@ -27,6 +27,9 @@ def evaluate(
         level = task.payload.get("level")
         if level is not None:
             by_level[f"level{level}"].append(float(verdict.passed))
+        kind = task.payload.get("kind")
+        if kind is not None:
+            by_level[f"kind_{kind}"].append(float(verdict.passed))
     metrics = {f"eval/pass_at_1_{k}" if k != "all" else "eval/pass_at_1": sum(v) / len(v) for k, v in by_level.items()}
     metrics["eval/score"] = sum(v.score for v in verdicts) / len(verdicts)
     if rollout is not None:

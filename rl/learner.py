@@ -21,6 +21,7 @@ from rl.algorithms.sampler_mismatch import MismatchMeter
 from rl.batch import TrainBatch
 from rl.config import ExperimentConfig
 from rl.optim import build_optimizer, qk_clip
+from rl.sampled_vocab import SampledVocab
 
 
 class Learner:
@@ -42,17 +43,18 @@ class Learner:
         if cfg.algorithm.kl_coef > 0:
             self.ref_model = copy.deepcopy(model).eval().requires_grad_(False)
         self.temperature = cfg.rollout.temperature or 1.0
+        self.vocab = SampledVocab(model)
 
     def _logprobs(self, model: PreTrainedModel, batch: TrainBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-token log-probs (with grad) and entropies of the completion-predicting positions."""
-        targets = batch.input_ids[:, 1:]  # [B, L-1]
+        targets = self.vocab.targets(batch.input_ids[:, 1:])  # [B, L-1]
         head = model.get_output_embeddings()
-        if self.cfg.algorithm.chunked_logprobs and _plain_linear_head(model, head):
+        if self.cfg.algorithm.chunked_logprobs and _plain_linear_head(model, head) and self.vocab.is_prefix:
             body = getattr(model, model.base_model_prefix)
-            hidden = body(input_ids=batch.input_ids, attention_mask=batch.attention_mask).last_hidden_state[:, :-1]  # [B, L-1, D]
-            return chunked_logprobs(hidden, head.weight, targets, temperature=self.temperature)
-        logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits[:, :-1]  # [B, L-1, V]
-        logits = logits.float() / self.temperature
+            hidden = body(input_ids=batch.input_ids, attention_mask=batch.attention_mask, **batch.model_inputs()).last_hidden_state[:, :-1]  # [B, L-1, D]
+            return chunked_logprobs(hidden, self.vocab.head_rows(head.weight), targets, temperature=self.temperature)
+        logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, **batch.model_inputs()).logits[:, :-1]  # [B, L-1, V]
+        logits = self.vocab.mask(logits.float()) / self.temperature
         return token_logprobs(logits, targets), entropy_from_logits(logits)
 
     @torch.no_grad()
@@ -124,7 +126,7 @@ class Learner:
                     max_qk = max(max_qk, max(float(v.max()) for v in logits_by_layer.values()))
                 if probing and self.cfg.optimizer.qk_clip_remeasure:
                     with torch.no_grad(), probe_qk(self.model):  # the attention is what is probed: skip the head
-                        self.model(input_ids=part.input_ids, attention_mask=part.attention_mask, logits_to_keep=1)
+                        self.model(input_ids=part.input_ids, attention_mask=part.attention_mask, logits_to_keep=1, **part.model_inputs())
                     logits_by_layer = read_max_logits(self.model, reset=True)
                 if probing:
                     stats = qk_clip(self.model, logits_by_layer, self.cfg.optimizer.qk_clip_tau)

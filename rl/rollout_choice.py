@@ -4,6 +4,7 @@ for envs with sub-agents (which also gives the workers their frozen sub-agent po
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Callable
 
 from envs.registry import env_kwargs
@@ -21,11 +22,12 @@ class Rollout:
     metrics: Callable[[list[Episode]], dict[str, float]]  # extra per-step metrics of its episodes
 
 
-def choose_rollout(cfg: ExperimentConfig, env, workers: list, model, policy_path: str | None) -> Rollout:
+def choose_rollout(cfg: ExperimentConfig, env, workers: list, model, policy_path: str | None, processor=None) -> Rollout:
     """`policy_path` is the initial checkpoint (SFT result or policy.path); without one and without
-    `parl.subagent_policy`, sub-agents get `model`'s current weights."""
+    `parl.subagent_policy`, sub-agents get `model`'s current weights. `processor`: a VLM's
+    processor (images in prompts), None for a text-only policy."""
     if cfg.env.name not in PARL_ENVS:
-        return Rollout(collect, lambda episodes: {})
+        return Rollout(partial(collect, processor=processor), lambda episodes: {})
     from rollout.swarm.budgets import Budgets
     from rollout.swarm.runtime import SwarmRollout
     from rollout.worker import load_subagent_policy

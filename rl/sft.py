@@ -39,6 +39,10 @@ def demonstrations(env: Env, n: int, seed: int) -> list[dict[str, str]]:
 
 def run_sft(cfg: ExperimentConfig, env: Env, *, log=print) -> Path:
     """Train (or reuse) the SFT policy; returns its folder (a `from_pretrained` folder)."""
+    if cfg.policy.arch == "llava":
+        from rl.sft_vlm import run_vlm_sft
+
+        return run_vlm_sft(cfg, env, log=log)
     out = sft_cache_dir(cfg, env)
     if cfg.sft.cache and (out / "DONE").exists():
         log(f"sft: reusing cached policy {out}")

@@ -40,6 +40,7 @@ from rl.console import Console
 from rl.evaluate import evaluate
 from rl.learner import Learner
 from rl.rollout_choice import choose_rollout
+from rl.sample_grid import log_sample_grid
 from rl.sft import run_sft
 from rl.tracking import Tracker, default_uri
 from rollout.engines.base import SamplingParams
@@ -62,8 +63,10 @@ def train(cfg: ExperimentConfig, run_dir: Path, *, resume: bool = False) -> dict
         policy_cfg = cfg.policy.model_copy(update={"path": str(run_sft(cfg, env, log=console.log))})
 
     from policies.model import build_policy
+    from policies.vlm import processor_for
 
     model, tokenizer = build_policy(policy_cfg, seed=cfg.run.seed)
+    processor = processor_for(policy_cfg, tokenizer)  # None for a text-only policy
     learner = Learner(model, cfg)
     start_step = 0
     ckpt = latest_checkpoint(run_dir) if resume else None
@@ -84,7 +87,7 @@ def train(cfg: ExperimentConfig, run_dir: Path, *, resume: bool = False) -> dict
     if start_step == 0:
         tracker.log_artifact(run_dir / "config.yaml")
     push_weights(workers, model.state_dict(), version=start_step)
-    rollout = choose_rollout(cfg, env, workers, model, policy_cfg.path)
+    rollout = choose_rollout(cfg, env, workers, model, policy_cfg.path, processor)
 
     params = SamplingParams(max_new_tokens=cfg.rollout.max_new_tokens, temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p)
     eval_params = SamplingParams(
@@ -101,8 +104,9 @@ def train(cfg: ExperimentConfig, run_dir: Path, *, resume: bool = False) -> dict
             workers, env, eval_tasks, tokenizer, eval_params, seed=cfg.run.seed + 7_777_777, verify_workers=cfg.sandbox.workers, rollout=rollout
         )
         if cfg.tracking.sample_episodes and step > tracker.logged_until:
-            sample = [e.to_record() for e in episodes[: cfg.tracking.sample_episodes]]
+            sample = [e.json_record() for e in episodes[: cfg.tracking.sample_episodes]]
             tracker.log_dict(sample, f"episodes/eval_step_{step:06d}.json")
+            log_sample_grid(tracker, run_dir, eval_tasks, episodes, step)
         console.log(f"step {step}: held-out pass@1 {metrics['eval/pass_at_1']:.3f} on {len(eval_tasks)} problems")
         return metrics
 
@@ -141,7 +145,7 @@ def train(cfg: ExperimentConfig, run_dir: Path, *, resume: bool = False) -> dict
             metrics: dict[str, float] = {}
             kept = [e for e, k in zip(episodes, keep.tolist()) if k]
             if kept:
-                batch = build_batch(kept, [e.advantage for e in kept], tokenizer.pad_token_id)
+                batch = build_batch(kept, [e.advantage for e in kept], tokenizer.pad_token_id, getattr(processor, "image_processor", None))
                 metrics.update(learner.update(batch))
 
             # 6. new weights to the rollout workers

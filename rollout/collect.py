@@ -12,8 +12,17 @@ from rollout.episode import Episode, Turn
 from rollout import worker as rollout_worker
 
 
-def encode_prompt(tokenizer: PreTrainedTokenizerBase, task: Task) -> list[int]:
+def encode_prompt(tokenizer: PreTrainedTokenizerBase, task: Task, processor=None) -> list[int] | dict:
+    """Token ids for a text task; for a task with images, a multimodal prompt (`rollout.engines.multimodal`)."""
+    if task.images:
+        from rollout.image_prompt import encode_image_prompt
+
+        return encode_image_prompt(processor, task)
     return tokenizer(task.prompt, add_special_tokens=False)["input_ids"]
+
+
+def prompt_ids(prompt: list[int] | dict) -> list[int]:
+    return prompt["prompt_token_ids"] if isinstance(prompt, dict) else prompt
 
 
 def collect(
@@ -25,15 +34,18 @@ def collect(
     group_size: int,
     seed: int,
     step: int,
+    processor=None,
 ) -> list[Episode]:
-    """Sample `group_size` completions for every task; episodes of task i have `group == i`."""
+    """Sample `group_size` completions for every task; episodes of task i have `group == i`.
+
+    Tasks with images need the policy's `processor` (it writes the image placeholders)."""
     t0 = time.perf_counter()
-    prompt_ids = [encode_prompt(tokenizer, t) for t in tasks]
-    flat = [(i, ids) for i, ids in enumerate(prompt_ids) for _ in range(group_size)]
-    completions = rollout_worker.generate(workers, [ids for _, ids in flat], params, seed)
+    prompts = [encode_prompt(tokenizer, t, processor) for t in tasks]
+    flat = [(i, p) for i, p in enumerate(prompts) for _ in range(group_size)]
+    completions = rollout_worker.generate(workers, [p for _, p in flat], params, seed)
     elapsed = time.perf_counter() - t0
     episodes = []
-    for (i, ids), c in zip(flat, completions):
+    for (i, prompt), c in zip(flat, completions):
         text = tokenizer.decode(c.token_ids, skip_special_tokens=True)
         turn = Turn(role="assistant", text=text, token_ids=c.token_ids, logprobs=c.logprobs, trainable=True)
         episodes.append(
@@ -41,12 +53,13 @@ def collect(
                 task_id=tasks[i].id,
                 env=tasks[i].env,
                 prompt=tasks[i].prompt,
-                prompt_ids=ids,
+                prompt_ids=prompt_ids(prompt),
                 turns=[turn],
                 finish_reason=c.finish_reason,
                 group=i,
                 step=step,
                 timings={"generate_s": elapsed / max(1, len(completions))},
+                images=list(tasks[i].images),
             )
         )
     return episodes

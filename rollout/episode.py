@@ -54,6 +54,7 @@ class Episode:
     stage: int = 0  # PARL: the orchestrator stage that spawned this episode
     sub_episodes: list["Episode"] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    images: list[bytes] = field(default_factory=list)  # the prompt's images (PNG bytes), kept in Parquet
 
     @property
     def completion_text(self) -> str:
@@ -91,7 +92,14 @@ class Episode:
             "prompt_ids": json.dumps(self.prompt_ids),
             "sub_episodes": json.dumps([e.to_record() for e in self.sub_episodes]),
             "timings": json.dumps(self.timings, sort_keys=True),
+            "images": list(self.images),
         }
+
+    def json_record(self) -> dict[str, Any]:
+        """`to_record` for JSON artifacts: images as their sha256 (the bytes stay in Parquet)."""
+        import hashlib
+
+        return {**self.to_record(), "images": [hashlib.sha256(b).hexdigest() for b in self.images]}
 
     @classmethod
     def from_record(cls, row: dict[str, Any]) -> "Episode":
@@ -115,6 +123,7 @@ class Episode:
             stage=row["stage"],
             sub_episodes=[cls.from_record(r) for r in json.loads(row["sub_episodes"])],
             timings=json.loads(row["timings"]),
+            images=list(row.get("images") or []),
         )
 
 

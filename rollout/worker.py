@@ -23,6 +23,7 @@ class RolloutWorker:
             torch.set_num_threads(torch_threads)
         from policies.model import build_model, load_model
         from policies.tokenizer import load_tokenizer
+        from policies.vlm import processor_for
         from rl.config import PolicyConfig
 
         policy = PolicyConfig(**model_spec["policy"])
@@ -35,7 +36,8 @@ class RolloutWorker:
         elif engine == "hf":
             from rollout.engines.hf import HFEngine
 
-            self.engine = HFEngine(model, tokenizer.eos_token_id, tokenizer.pad_token_id, batch_size)
+            images = _image_inputs(processor_for(policy, tokenizer), model)
+            self.engine = HFEngine(model, tokenizer.eos_token_id, tokenizer.pad_token_id, batch_size, image_inputs=images)
         else:
             raise ValueError(f"unknown engine {engine!r}")
         self.version = -1
@@ -52,7 +54,7 @@ class RolloutWorker:
         """vLLM's weight-transfer control plane (NCCL on GPU, `rollout.engines.vllm_nccl`); engine `vllm` only."""
         self.engine.weight_sync_rpc(method, payload)
 
-    def generate(self, prompts: list[list[int]], params: SamplingParams, seed: int) -> tuple[int, list[Completion]]:
+    def generate(self, prompts: list, params: SamplingParams, seed: int) -> tuple[int, list[Completion]]:
         return self.version, self.engine.generate(prompts, params, seed)
 
     def pid(self) -> int:
@@ -93,6 +95,16 @@ class RolloutWorker:
         return self._envs[key]
 
 
+def _image_inputs(processor, model):
+    """The engine's image handling for a VLM (None for a text-only policy)."""
+    if processor is None:
+        return None
+    from policies.vlm import tokens_per_image
+    from rollout.engines.multimodal import ImageInputs
+
+    return ImageInputs(processor.image_processor, model.config.image_token_id, tokens_per_image(model.config))
+
+
 def spawn_workers(
     n: int, model_spec: dict[str, Any], *, engine: str, batch_size: int, cpus: float, gpus: float, torch_threads: int, engine_options: dict[str, Any] | None = None
 ):
@@ -115,7 +127,7 @@ def load_subagent_policy(workers: list, path: str | None, state: dict[str, torch
     ray.get([w.load_subagent_policy.remote(path, ref) for w in workers])
 
 
-def generate(workers: list, prompts: list[list[int]], params: SamplingParams, seed: int) -> list[Completion]:
+def generate(workers: list, prompts: list, params: SamplingParams, seed: int) -> list[Completion]:
     """Split `prompts` into contiguous shards, one per worker, and concatenate the results in order.
 
     Each shard's sampling seed depends only on (`seed`, shard index), so results do not depend

@@ -3,6 +3,10 @@
 Prompts are left-padded into one batch; each decode step feeds one token per row and reuses
 the cache. Rows that finished keep feeding padding (masked out) until every row is done or the
 token budget is spent. Sampling is seeded per call, so a step's rollouts are reproducible.
+
+A vision-language model also takes multimodal prompts (`rollout.engines.multimodal`, vLLM's
+format); their pixel values go into the prefill pass only, the image features then live in the
+KV cache.
 """
 
 from __future__ import annotations
@@ -13,11 +17,18 @@ import torch
 from transformers import DynamicCache, PreTrainedModel
 
 from rollout.engines.base import Completion, SamplingParams
+from rollout.engines.multimodal import ImageInputs, Prompt, prompt_parts
 
 
 class HFEngine:
-    def __init__(self, model: PreTrainedModel, eos_token_id: int, pad_token_id: int, batch_size: int = 256):
+    def __init__(
+        self, model: PreTrainedModel, eos_token_id: int, pad_token_id: int, batch_size: int = 256, image_inputs: ImageInputs | None = None
+    ):
         self.model = model.eval()
+        self.image_inputs = image_inputs
+        from policies.vlm import unsampled_ids
+
+        self.never_sample = unsampled_ids(model)
         self.eos_token_id = eos_token_id
         self.pad_token_id = pad_token_id
         self.batch_size = batch_size
@@ -26,15 +37,16 @@ class HFEngine:
         self.model.load_state_dict(dict(named_tensors), strict=True)
 
     @torch.inference_mode()
-    def generate(self, prompts: list[list[int]], params: SamplingParams, seed: int) -> list[Completion]:
+    def generate(self, prompts: list[Prompt], params: SamplingParams, seed: int) -> list[Completion]:
         gen = torch.Generator().manual_seed(seed)
         out: list[Completion] = []
         for start in range(0, len(prompts), self.batch_size):
             out.extend(self._generate_batch(prompts[start : start + self.batch_size], params, gen))
         return out
 
-    def _generate_batch(self, prompts: list[list[int]], params: SamplingParams, gen: torch.Generator) -> list[Completion]:
+    def _generate_batch(self, prompts: list[Prompt], params: SamplingParams, gen: torch.Generator) -> list[Completion]:
         device = self.model.device
+        prompts, pixel_values = self._split_images(prompts)
         n, width = len(prompts), max(len(p) for p in prompts)
         ids = torch.full((n, width), self.pad_token_id, dtype=torch.long)
         mask = torch.zeros((n, width), dtype=torch.long)
@@ -46,13 +58,17 @@ class HFEngine:
         stops = torch.tensor(sorted({self.eos_token_id, *params.stop_token_ids}), device=device)
 
         cache = DynamicCache()
-        logits = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True).logits[:, -1]
+        images = {} if pixel_values is None else {"pixel_values": pixel_values.to(device)}
+        logits = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True, **images).logits[:, -1]
         next_pos = positions[:, -1] + 1  # [n]
         tokens = torch.empty((n, 0), dtype=torch.long, device=device)
         logps = torch.empty((n, 0), dtype=torch.float32, device=device)
         done = torch.zeros(n, dtype=torch.bool, device=device)
         for _ in range(params.max_new_tokens):
-            tok, lp = _sample(logits.float(), params, gen)  # [n], [n]
+            logits = logits.float()
+            if self.never_sample:
+                logits[:, self.never_sample] = float("-inf")
+            tok, lp = _sample(logits, params, gen)  # [n], [n]
             tok = torch.where(done, torch.full_like(tok, self.pad_token_id), tok)
             tokens = torch.cat([tokens, tok[:, None]], dim=1)
             logps = torch.cat([logps, lp[:, None]], dim=1)
@@ -76,6 +92,13 @@ class HFEngine:
                     break
             results.append(Completion(row_t[:length], row_lp[:length], reason))
         return results
+
+    def _split_images(self, prompts: list[Prompt]) -> tuple[list[list[int]], torch.Tensor | None]:
+        if self.image_inputs is not None:
+            return self.image_inputs.prepare(prompts)
+        if any(prompt_parts(p)[1] for p in prompts):
+            raise ValueError("this engine's model takes no images (built without image inputs), but a prompt carries some")
+        return [prompt_parts(p)[0] for p in prompts], None
 
 
 def _sample(logits: torch.Tensor, params: SamplingParams, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
