@@ -28,13 +28,29 @@ def sft_cache_dir(cfg: ExperimentConfig, env: Env) -> Path:
     return Path(cfg.run.runs_dir) / "sft-cache" / f"{cfg.env.name}-{key}-seed{cfg.run.seed}"
 
 
-def demonstrations(env: Env, n: int, seed: int) -> list[dict[str, str]]:
+def demonstrations(env: Env, n: int, seed: int) -> list[dict]:
     """Prompt/completion pairs: the env's own multi-turn `demonstrations` if it has them (the
-    completion is then a whole transcript, observations included), else `oracle` answers."""
+    completion is then a whole transcript, with `segments` marking the observation text that is
+    not trained on), else `oracle` answers."""
     rng = np.random.default_rng([seed, 7919])  # a stream the RL sampler (seeded by step) never uses
     if hasattr(env, "demonstrations"):
         return env.demonstrations(n, rng)
     return [{"prompt": t.prompt, "completion": env.oracle(t)} for t in env.sample(n, rng)]
+
+
+def segment_masked(demos: list[dict], tokenizer) -> list[dict]:
+    """Pre-tokenised examples for multi-turn demonstrations: `input_ids` = prompt + every segment
+    + EOS, `assistant_masks` = 1 on the trainable segments and the EOS only (TRL turns the mask into
+    labels), so environment observations inside a transcript are context, never targets."""
+    out = []
+    for d in demos:
+        ids = tokenizer(d["prompt"], add_special_tokens=False)["input_ids"]
+        mask = [0] * len(ids)
+        for text, trainable in d["segments"]:
+            seg = tokenizer(text, add_special_tokens=False)["input_ids"]
+            ids, mask = ids + seg, mask + [int(trainable)] * len(seg)
+        out.append({"input_ids": ids + [tokenizer.eos_token_id], "assistant_masks": mask + [1]})
+    return out
 
 
 def run_sft(cfg: ExperimentConfig, env: Env, *, log=print) -> Path:
@@ -62,7 +78,8 @@ def run_sft(cfg: ExperimentConfig, env: Env, *, log=print) -> Path:
     if cfg.run.torch_threads:
         torch.set_num_threads(cfg.run.torch_threads)
     model, tokenizer = build_policy(cfg.policy, seed=cfg.run.seed)
-    data = Dataset.from_list(demonstrations(env, cfg.sft.examples, cfg.run.seed))
+    demos = demonstrations(env, cfg.sft.examples, cfg.run.seed)
+    data = Dataset.from_list(segment_masked(demos, tokenizer) if "segments" in demos[0] else demos)
     work = out.with_name(out.name + ".tmp")
     shutil.rmtree(work, ignore_errors=True)
     args = TRLSFTConfig(

@@ -130,19 +130,29 @@ class SwarmEnv:
         value = self.corpus.facts[name][attribute]
         return S.subagent_prompt(attribute, name), f"{S.SEARCH}{name}\n{S.observation([self.corpus.record(name)])}{S.ANSWER}{value}\n"
 
-    def demonstrations(self, n: int, rng: np.random.Generator) -> list[dict[str, str]]:
+    def demonstrations(self, n: int, rng: np.random.Generator) -> list[dict]:
         """`n` SFT examples from the training split: half orchestrator transcripts (serial or
-        parallel, `parallel_fraction` of them parallel), half sub-agent transcripts."""
+        parallel, `parallel_fraction` of them parallel), half sub-agent transcripts.
+
+        Each example also carries `segments`: the completion cut into `[text, trainable]` pieces,
+        observation lines untrained. They are what the runtime writes, not what the policy says,
+        and their numbers are random facts: trained on, they teach the policy to guess numbers
+        instead of copying them out of the observation (a sub-agent then answers `=88` after
+        `>age 98 pin 38`)."""
         out = []
         for i, task in enumerate(self.sample(n, rng)):
             if i % 2 == 0:
                 parallel = rng.random() < self.parallel_fraction
-                out.append({"prompt": task.prompt, "completion": (self.parallel_transcript if parallel else self.serial_transcript)(task)})
+                prompt, completion = task.prompt, (self.parallel_transcript if parallel else self.serial_transcript)(task)
             else:
-                name = task.payload["entities"][0]
-                prompt, completion = self.subagent_transcript(task.payload["attribute"], name)
-                out.append({"prompt": prompt, "completion": completion})
+                prompt, completion = self.subagent_transcript(task.payload["attribute"], task.payload["entities"][0])
+            out.append({"prompt": prompt, "completion": completion, "segments": transcript_segments(completion)})
         return out
 
     def alphabet(self) -> str:
         return "abcdefghijklmnopqrstuvwxyz0123456789 +@?#=>;,\n"
+
+
+def transcript_segments(completion: str) -> list[list]:
+    """`[[text, trainable], ...]` covering `completion`: observation lines are not trainable."""
+    return [[line, not line.startswith(S.OBSERVATION)] for line in completion.splitlines(keepends=True)]
