@@ -7,6 +7,11 @@ every process and every run, so that training never samples an evaluation proble
 from __future__ import annotations
 
 import hashlib
+from typing import Callable, Generic, TypeVar
+
+import numpy as np
+
+T = TypeVar("T")
 
 BUCKETS = 10_000
 
@@ -23,3 +28,22 @@ class HeldoutSplit:
 
     def contains(self, key: str) -> bool:
         return stable_hash(key) % BUCKETS < self.threshold
+
+
+class HeldoutStream(Generic[T]):
+    """The first `n` items of a fixed-seed stream of held-out tasks, the same on every call.
+
+    `draw(rng, i)` draws the i-th item from the shared generator. Asking for more items than
+    cached redraws the stream from its seed, so the first `n` never depend on earlier calls.
+    """
+
+    def __init__(self, draw: Callable[[np.random.Generator, int], T], seed: int):
+        self.draw = draw
+        self.seed = seed
+        self._items: list[T] = []
+
+    def first(self, n: int) -> list[T]:
+        if len(self._items) < n:
+            rng = np.random.default_rng(self.seed)
+            self._items = [self.draw(rng, i) for i in range(n)]
+        return list(self._items[:n])

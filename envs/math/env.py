@@ -9,7 +9,7 @@ import numpy as np
 from envs.base import Task, Verdict
 from envs.math.answer import answers_equal
 from envs.math.generator import LEVELS, format_number, make_problem
-from envs.split import HeldoutSplit, stable_hash
+from envs.split import HeldoutSplit, HeldoutStream, stable_hash
 
 
 class MathEnv:
@@ -30,7 +30,7 @@ class MathEnv:
         self.eval_size = eval_size
         self.eval_seed = eval_seed
         self.split = HeldoutSplit(heldout_fraction)
-        self._eval_cache: list[Task] | None = None
+        self._eval_stream = HeldoutStream(lambda rng, i: self._draw(rng, heldout=True), eval_seed)
 
     def is_heldout(self, prompt: str) -> bool:
         return self.split.contains(prompt)
@@ -57,11 +57,7 @@ class MathEnv:
     def eval_tasks(self, n: int | None = None) -> list[Task]:
         """The first `n` held-out problems of a fixed-seed stream: i.i.d. from the same level mix
         as training (so small levels, with few distinct held-out problems, repeat)."""
-        n = self.eval_size if n is None else n
-        if self._eval_cache is None or len(self._eval_cache) < n:
-            rng = np.random.default_rng(self.eval_seed)
-            self._eval_cache = [self._draw(rng, heldout=True) for _ in range(n)]
-        return list(self._eval_cache[:n])
+        return self._eval_stream.first(self.eval_size if n is None else n)
 
     def verify(self, task: Task, completion: str) -> Verdict:
         expected = Fraction(task.payload["answer"])

@@ -20,7 +20,7 @@ import time
 import numpy as np
 
 from envs.base import Task, Verdict
-from envs.split import HeldoutSplit, stable_hash
+from envs.split import HeldoutSplit, HeldoutStream, stable_hash
 from envs.swarm import syntax as S
 from envs.swarm.answer import final_answer, format_table, item_f1, parse_table
 from envs.swarm.corpus import ATTRIBUTES, Corpus
@@ -57,7 +57,7 @@ class SwarmEnv:
         self.train_names = [n for n in self.corpus.names if not split.contains(f"swarm/{n}")]
         if len(self.heldout_names) < max(self.levels) or len(self.train_names) < max(self.levels):
             raise ValueError("corpus too small for the held-out split at these levels")
-        self._eval_cache: list[Task] | None = None
+        self._eval_stream = HeldoutStream(lambda rng, i: self._draw(rng, heldout=True), eval_seed)
 
     # ------------------------------------------------------------------ tasks
 
@@ -79,11 +79,7 @@ class SwarmEnv:
         return [self._draw(rng, heldout=False) for _ in range(n)]
 
     def eval_tasks(self, n: int | None = None) -> list[Task]:
-        n = self.eval_size if n is None else n
-        if self._eval_cache is None or len(self._eval_cache) < n:
-            rng = np.random.default_rng(self.eval_seed)
-            self._eval_cache = [self._draw(rng, heldout=True) for _ in range(n)]
-        return list(self._eval_cache[:n])
+        return self._eval_stream.first(self.eval_size if n is None else n)
 
     # ------------------------------------------------------------------ verifier
 

@@ -8,7 +8,7 @@ from dataclasses import replace
 import numpy as np
 
 from envs.base import Task, Verdict
-from envs.split import HeldoutSplit, stable_hash
+from envs.split import HeldoutSplit, HeldoutStream, stable_hash
 from envs.vision.answer import check
 from envs.vision.render import png_bytes
 from envs.vision.scenes import GENERATORS, KINDS, LEVELS, render_scene
@@ -44,7 +44,7 @@ class VisionEnv:
         self.eval_size, self.eval_seed = eval_size, eval_seed
         self.fraction = heldout_fraction
         self.split = HeldoutSplit(heldout_fraction)
-        self._eval_cache: list[Task] | None = None
+        self._eval_stream = HeldoutStream(lambda rng, i: self._draw(rng, heldout=True, kind=self.kinds[i % len(self.kinds)]), eval_seed)
 
     def make_task(self, kind: str, level: int, seed: int, heldout: bool) -> tuple[Task, str]:
         """The task drawn from `seed` (deterministic) and its split key."""
@@ -75,11 +75,7 @@ class VisionEnv:
     def eval_tasks(self, n: int | None = None) -> list[Task]:
         """The first `n` held-out tasks of a fixed-seed stream, the kinds cycled in turn so every
         kind gets an equal share of the evaluation."""
-        n = self.eval_size if n is None else n
-        if self._eval_cache is None or len(self._eval_cache) < n:
-            rng = np.random.default_rng(self.eval_seed)
-            self._eval_cache = [self._draw(rng, heldout=True, kind=self.kinds[i % len(self.kinds)]) for i in range(n)]
-        return list(self._eval_cache[:n])
+        return self._eval_stream.first(self.eval_size if n is None else n)
 
     def verify(self, task: Task, completion: str) -> Verdict:
         passed, parsed = check(completion, task.payload["kind"], task.payload["answer"])
