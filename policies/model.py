@@ -21,6 +21,24 @@ if TYPE_CHECKING:
 _CONFIGS = {"llama": LlamaConfig, "qwen2": Qwen2Config}
 
 
+def text_config_kwargs(cfg: "PolicyConfig", tokenizer: PreTrainedTokenizerBase) -> dict:
+    """The transformers config fields of the causal LM `cfg` describes (also the text half of a VLM)."""
+    return dict(
+        vocab_size=len(tokenizer),
+        hidden_size=cfg.hidden_size,
+        intermediate_size=cfg.intermediate_size,
+        num_hidden_layers=cfg.num_layers,
+        num_attention_heads=cfg.num_heads,
+        num_key_value_heads=cfg.num_kv_heads or cfg.num_heads,
+        head_dim=cfg.head_dim,
+        max_position_embeddings=cfg.max_position_embeddings,
+        tie_word_embeddings=cfg.tie_embeddings,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+
+
 def build_model(cfg: "PolicyConfig", tokenizer: PreTrainedTokenizerBase, seed: int = 0) -> PreTrainedModel:
     """A randomly initialised model of `cfg.arch` sized by `cfg` (deterministic per seed)."""
     if cfg.arch == "llava":
@@ -28,22 +46,7 @@ def build_model(cfg: "PolicyConfig", tokenizer: PreTrainedTokenizerBase, seed: i
 
         return build_vlm(cfg, tokenizer, seed)
     register_qk_probe()
-    kv = cfg.num_kv_heads or cfg.num_heads
-    config = _CONFIGS[cfg.arch](
-        vocab_size=len(tokenizer),
-        hidden_size=cfg.hidden_size,
-        intermediate_size=cfg.intermediate_size,
-        num_hidden_layers=cfg.num_layers,
-        num_attention_heads=cfg.num_heads,
-        num_key_value_heads=kv,
-        head_dim=cfg.head_dim,
-        max_position_embeddings=cfg.max_position_embeddings,
-        tie_word_embeddings=cfg.tie_embeddings,
-        pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        attn_implementation=QK_PROBE_ATTENTION,
-    )
+    config = _CONFIGS[cfg.arch](**text_config_kwargs(cfg, tokenizer), attn_implementation=QK_PROBE_ATTENTION)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = AutoModelForCausalLM.from_config(config, attn_implementation=QK_PROBE_ATTENTION)

@@ -31,6 +31,7 @@ from transformers import (
 )
 from transformers.models.siglip.image_processing_pil_siglip import SiglipImageProcessorPil
 
+from policies.model import text_config_kwargs
 from policies.qk_probe import QK_PROBE_ATTENTION, register_qk_probe
 
 if TYPE_CHECKING:
@@ -84,20 +85,7 @@ def build_vlm(cfg: "PolicyConfig", tokenizer: PreTrainedTokenizerBase, seed: int
         raise ValueError(
             f"policy.max_position_embeddings ({cfg.max_position_embeddings}) must exceed the {num_patches} image tokens of one image"
         )
-    text = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=cfg.hidden_size,
-        intermediate_size=cfg.intermediate_size,
-        num_hidden_layers=cfg.num_layers,
-        num_attention_heads=cfg.num_heads,
-        num_key_value_heads=cfg.num_kv_heads or cfg.num_heads,
-        head_dim=cfg.head_dim,
-        max_position_embeddings=cfg.max_position_embeddings,
-        tie_word_embeddings=cfg.tie_embeddings,
-        pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-    )
+    text = LlamaConfig(**text_config_kwargs(cfg, tokenizer))
     config = LlavaConfig(
         vision_config=vision,
         text_config=text,
