@@ -46,6 +46,7 @@ class WorkerGroup(list):
         self.subagent: tuple[str | None, Any] | None = None  # (path, state ref) last given
         self.restarts = 0
         self._reported = 0
+        self.placement_group: Any = None  # the run's reservation, removed with the workers
 
     def take_restarts(self) -> int:
         """Restarts recovered since the previous call (for a per-step metric)."""
