@@ -56,7 +56,7 @@ class ClusterConfig(Section):
     learner_cpus: float = Field(
         0.0,
         ge=0,
-        description="CPUs reserved on the head node for the driver: learner and verification threads (sandbox.workers); the driver runs there under `ray job submit`. 0: no reservation.",
+        description="CPUs reserved on the head node for the driver: learner and verification threads (sandbox.workers); the driver runs there under `ray job submit`. Reserved only with a placement group (cluster.placement), otherwise only checked; 0: none.",
     )
     learner_gpus: float = Field(0.0, ge=0, description="GPUs reserved on the head node for the learner (same bundle as learner_cpus).")
 
