@@ -42,7 +42,7 @@ class RunConfig(Section):
 class ClusterConfig(Section):
     address: str | None = Field(
         None,
-        description="Ray address to join (`auto`, `ray://host:10001`, `host:6379`). Empty: start an embedded local instance.",
+        description="Ray address to join (`auto`, `ray://host:10001`, `host:6379`). Empty: the cluster of `ray job submit` (its `RAY_ADDRESS`), else a fresh embedded local instance.",
     )
     num_cpus: int | None = Field(None, ge=1, description="CPUs the embedded Ray instance may use; empty: all of them.")
     dashboard: bool = Field(False, description="Start the Ray dashboard with the embedded instance.")

@@ -24,6 +24,7 @@ policy being updated, so the sampler log-probs are the "old" log-probs of the PP
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -202,8 +203,9 @@ def _start_ray_and_workers(cfg: ExperimentConfig, policy_cfg, console: Console) 
     import ray
 
     if not ray.is_initialized():
-        if cfg.cluster.address:
-            ray.init(address=cfg.cluster.address, log_to_driver=True)
+        address = cfg.cluster.address or os.environ.get("RAY_ADDRESS")  # `ray job submit` sets it for its driver
+        if address:
+            ray.init(address=address, log_to_driver=True)
         else:
             # address="local": always a fresh embedded instance, never one some other process started
             ray.init(address="local", num_cpus=cfg.cluster.num_cpus, include_dashboard=cfg.cluster.dashboard, log_to_driver=True, configure_logging=False)

@@ -91,3 +91,23 @@ def test_training_run_spreads_rollout_workers_over_nodes(tmp_path: Path, cluster
     import ray
 
     assert ray.available_resources().get("CPU") == 3.0
+
+
+@pytest.mark.slow
+def test_driver_under_ray_job_joins_the_cluster_of_its_ray_address(tmp_path: Path, cluster):
+    """`ray job submit` starts the driver with RAY_ADDRESS set and no `cluster.address` in the YAML:
+    the run must join that cluster, not start an embedded instance."""
+    import os
+    import subprocess
+    import sys
+
+    c, head, worker_nodes = cluster
+    exp = tmp_path / "job.yaml"
+    exp.write_text(TINY.format(runs=tmp_path / "runs", address="").replace('address: "", ', "").replace("steps: 2", "steps: 1"))
+    run_dir = tmp_path / "runs" / "job"
+    env = {**os.environ, "RAY_ADDRESS": c.address, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    done = subprocess.run([sys.executable, "-m", "rl", "train", str(exp), "--run-dir", str(run_dir)], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    client = MlflowClient(default_uri(tmp_path / "runs"))
+    run = client.get_run((run_dir / "mlflow_run_id").read_text().strip())
+    assert set(run.data.tags["swarmrl.worker_nodes"].split(",")) == worker_nodes
