@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from envs.base import Env
+from envs.base import Env, Verdict
 
 
 def make_env(name: str, **kwargs: Any) -> Env:
@@ -42,10 +42,28 @@ def env_kwargs(cfg) -> dict[str, Any]:
 
 
 def verify_batch(env: Env, tasks: list, completions: list[str], workers: int = 1) -> list:
-    """Verify many completions; envs whose checks run in the sandbox verify `workers` at a time."""
+    """Verify many completions; envs whose checks run in the sandbox verify `workers` at a time.
+
+    A check that raises does not fail the step: its completion fails with score 0 and the
+    verdict is marked (`verifier_errors` counts them)."""
+
+    def check(task, completion) -> Verdict:
+        try:
+            return env.verify(task, completion)
+        except Exception as e:  # a crashed checker is a fault of ours, not a reason to lose the step
+            return Verdict(passed=False, score=0.0, parsed=False, reason=f"verifier error: {type(e).__name__}: {e}", details={VERIFIER_ERROR: True})
+
     if workers <= 1 or not getattr(env, "parallel_verify", False):
-        return [env.verify(t, c) for t, c in zip(tasks, completions)]
+        return [check(t, c) for t, c in zip(tasks, completions)]
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(env.verify, tasks, completions))
+        return list(pool.map(check, tasks, completions))
+
+
+VERIFIER_ERROR = "verifier_error"
+
+
+def verifier_errors(verdicts: list) -> int:
+    """How many of `verdicts` come from a check that raised."""
+    return sum(bool(v.details.get(VERIFIER_ERROR)) for v in verdicts)

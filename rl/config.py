@@ -42,10 +42,23 @@ class RunConfig(Section):
 class ClusterConfig(Section):
     address: str | None = Field(
         None,
-        description="Ray address to join (`auto`, `ray://host:10001`, `host:6379`). Empty: start an embedded local instance.",
+        description="Ray address to join (`auto`, `ray://host:10001`, `host:6379`). Empty: the cluster of `ray job submit` (its `RAY_ADDRESS`), else a fresh embedded local instance.",
     )
     num_cpus: int | None = Field(None, ge=1, description="CPUs the embedded Ray instance may use; empty: all of them.")
     dashboard: bool = Field(False, description="Start the Ray dashboard with the embedded instance.")
+    placement: Literal["none", "pack", "spread", "strict_pack", "strict_spread"] = Field(
+        "none",
+        description="Placement group for the run's roles (one bundle per rollout worker, one on the head node for the learner): `spread` puts workers on different nodes where it can, `pack` on as few as possible, `strict_*` always or fail; `none`: no placement group, Ray schedules each actor.",
+    )
+    placement_timeout_s: float = Field(
+        60.0, gt=0, description="How long to wait for the placement group before failing with the keys to change (other jobs may hold resources)."
+    )
+    learner_cpus: float = Field(
+        0.0,
+        ge=0,
+        description="CPUs reserved on the head node for the driver: learner and verification threads (sandbox.workers); the driver runs there under `ray job submit`. Reserved only with a placement group (cluster.placement), otherwise only checked; 0: none.",
+    )
+    learner_gpus: float = Field(0.0, ge=0, description="GPUs reserved on the head node for the learner (same bundle as learner_cpus).")
 
 
 class VisionTowerConfig(Section):

@@ -2,7 +2,8 @@
 
 The MLflow run id is kept in `<run_dir>/mlflow_run_id`. On resume, steps after the checkpoint
 are trained again; a step the crashed process had already logged is not logged twice (training
-is deterministic per seed, so the values would be the same).
+is deterministic per seed, so the values would be the same). A step's metrics go in one
+`log_batch` (one transaction in the SQL store), so a kill leaves a step logged whole or not at all.
 """
 
 from __future__ import annotations
@@ -52,8 +53,7 @@ class Tracker:
         self.logged_until = -1
         if id_file.exists():
             self.run_id = id_file.read_text().strip()
-            history = self.client.get_metric_history(self.run_id, "time/step_s")
-            self.logged_until = max((m.step for m in history), default=-1)
+            self.logged_until = self._last_logged_step()
             self.client.set_terminated(self.run_id, status="RUNNING")
         else:
             exp = self.client.get_experiment_by_name(experiment)
@@ -74,6 +74,15 @@ class Tracker:
         ms = [mlflow.entities.Metric(k, float(v), int(_now_ms()), step) for k, v in metrics.items() if v is not None]
         for i in range(0, len(ms), 500):
             self.client.log_batch(self.run_id, metrics=ms[i : i + 500])
+
+    def _last_logged_step(self) -> int:
+        """The highest step any metric of the run has (-1: none). Every metric counts, not one
+        per-step key: a run killed after its step-0 evaluation has logged step 0 only."""
+        keys = self.client.get_run(self.run_id).data.metrics
+        return max((m.step for k in keys for m in self.client.get_metric_history(self.run_id, k)), default=-1)
+
+    def set_tag(self, key: str, value: str) -> None:
+        self.client.set_tag(self.run_id, key, value)
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         self.client.log_artifact(self.run_id, str(path), artifact_path)

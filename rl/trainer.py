@@ -24,13 +24,14 @@ policy being updated, so the sampler log-probs are the "old" log-probs of the PP
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from envs.registry import env_kwargs, make_env, verify_batch
+from envs.registry import env_kwargs, make_env, verifier_errors, verify_batch
 from rewards.scoring import score_batch
 from rl.algorithms import get_advantage, nonzero_variance_groups
 from rl.batch import build_batch
@@ -39,6 +40,7 @@ from rl.config import ExperimentConfig, to_yaml
 from rl.console import Console
 from rl.evaluate import evaluate
 from rl.learner import Learner
+from rl.placement import place_roles, worker_nodes
 from rl.rollout_choice import choose_rollout
 from rl.sample_grid import log_sample_grid
 from rl.sft import run_sft
@@ -86,6 +88,7 @@ def train(cfg: ExperimentConfig, run_dir: Path, *, resume: bool = False) -> dict
     )
     if start_step == 0:
         tracker.log_artifact(run_dir / "config.yaml")
+    tracker.set_tag("swarmrl.worker_nodes", ",".join(worker_nodes(workers)))
     push_weights(workers, model.state_dict(), version=start_step)
     rollout = choose_rollout(cfg, env, workers, model, policy_cfg.path, processor)
 
@@ -157,6 +160,7 @@ def train(cfg: ExperimentConfig, run_dir: Path, *, resume: bool = False) -> dict
             n_tokens = sum(len(e.completion_ids) for e in episodes)
             metrics.update(scored.metrics)
             metrics.update(rollout.metrics(episodes))
+            metrics.update(_fault_metrics(workers, verdicts, console, step))
             metrics.update(
                 {
                     "reward/mean": float(rewards.mean()),
@@ -199,19 +203,31 @@ def _start_ray_and_workers(cfg: ExperimentConfig, policy_cfg, console: Console) 
     import ray
 
     if not ray.is_initialized():
-        if cfg.cluster.address:
-            ray.init(address=cfg.cluster.address, log_to_driver=True)
+        address = cfg.cluster.address or os.environ.get("RAY_ADDRESS")  # `ray job submit` sets it for its driver
+        if address:
+            ray.init(address=address, log_to_driver=True)
         else:
             # address="local": always a fresh embedded instance, never one some other process started
             ray.init(address="local", num_cpus=cfg.cluster.num_cpus, include_dashboard=cfg.cluster.dashboard, log_to_driver=True, configure_logging=False)
     spec = {"policy": policy_cfg.model_dump(), "path": policy_cfg.path, "tokenizer": policy_cfg.tokenizer or policy_cfg.path}
     r = cfg.rollout
+    placement_group, scheduling = place_roles(cfg)  # fails fast when the cluster cannot hold the run
     workers = spawn_workers(
         r.num_workers, spec, engine=r.engine, batch_size=r.batch_size, cpus=r.cpus_per_worker, gpus=r.gpus_per_worker, torch_threads=r.torch_threads,
         engine_options={"kv_cache_gib": r.vllm_kv_cache_gib, "seed": cfg.run.seed} if r.engine == "vllm" else None,
+        scheduling=scheduling,
     )
-    console.log(f"{len(workers)} rollout worker(s) ready")
+    workers.placement_group = placement_group
+    console.log(f"{len(workers)} rollout worker(s) ready on {len(set(worker_nodes(workers)))} node(s), placement {cfg.cluster.placement}")
     return workers
+
+
+def _fault_metrics(workers, verdicts: list, console: Console, step: int) -> dict[str, float]:
+    """Faults the step survived: rollout workers restarted (`rollout.recovery`), checks that crashed (`verify_batch`)."""
+    restarts, crashed = workers.take_restarts(), verifier_errors(verdicts)
+    if restarts or crashed:
+        console.log(f"step {step}: {restarts} rollout worker restart(s) recovered, {crashed} verifier crash(es) scored 0")
+    return {"faults/worker_restarts": float(restarts), "faults/verify_errors": float(crashed)}
 
 
 def _stop_workers(workers: list) -> None:
@@ -219,3 +235,7 @@ def _stop_workers(workers: list) -> None:
 
     for w in workers:
         ray.kill(w, no_restart=True)
+    if workers.placement_group is not None:
+        from ray.util.placement_group import remove_placement_group
+
+        remove_placement_group(workers.placement_group)

@@ -13,6 +13,7 @@ import ray
 import torch
 
 from rollout.engines.base import Completion, SamplingParams
+from rollout.recovery import WorkerGroup, load_everywhere, run_shards
 
 
 class RolloutWorker:
@@ -60,6 +61,10 @@ class RolloutWorker:
     def pid(self) -> int:
         return os.getpid()
 
+    def node_id(self) -> str:
+        """The Ray node this actor runs on (placement checks)."""
+        return ray.get_runtime_context().get_node_id()
+
     def load_subagent_policy(self, path: str | None, state: dict[str, torch.Tensor] | None) -> int:
         """PARL: the frozen sub-agent policy, from a model folder or (same architecture) a state dict."""
         import copy
@@ -106,24 +111,38 @@ def _image_inputs(processor, model):
 
 
 def spawn_workers(
-    n: int, model_spec: dict[str, Any], *, engine: str, batch_size: int, cpus: float, gpus: float, torch_threads: int, engine_options: dict[str, Any] | None = None
-):
+    n: int,
+    model_spec: dict[str, Any],
+    *,
+    engine: str,
+    batch_size: int,
+    cpus: float,
+    gpus: float,
+    torch_threads: int,
+    engine_options: dict[str, Any] | None = None,
+    scheduling: list | None = None,
+) -> WorkerGroup:
+    """`scheduling`: one Ray scheduling strategy per worker (e.g. its placement-group bundle), or None."""
     threads = torch_threads or max(1, int(cpus))
-    actor = ray.remote(num_cpus=cpus, num_gpus=gpus, max_restarts=3, max_task_retries=2)(RolloutWorker)
-    workers = [actor.remote(model_spec, engine, batch_size, threads, engine_options) for _ in range(n)]
+    # No task retries by Ray: a restarted actor holds the initial weights; `rollout.recovery` retries instead.
+    actor = ray.remote(num_cpus=cpus, num_gpus=gpus, max_restarts=3, max_task_retries=0)(RolloutWorker)
+    strategies = scheduling or [None] * n
+    workers = [actor.options(scheduling_strategy=s).remote(model_spec, engine, batch_size, threads, engine_options) for s in strategies]
     ray.get([w.pid.remote() for w in workers])  # surface construction errors now, not mid-step
-    return workers
+    return WorkerGroup(workers)
 
 
 def push_weights(workers: list, state: dict[str, torch.Tensor], version: int) -> None:
     """One `ray.put` per step; every worker reads the same object."""
     ref = ray.put({k: v.detach().cpu() for k, v in state.items()})
-    ray.get([w.load_weights.remote(ref, version) for w in workers])
+    load_everywhere(workers, ref, version)
 
 
 def load_subagent_policy(workers: list, path: str | None, state: dict[str, torch.Tensor] | None = None) -> None:
     """PARL: give every worker the frozen sub-agent policy (a folder, or a state dict put once)."""
     ref = ray.put({k: v.detach().cpu() for k, v in state.items()}) if state is not None else None
+    if isinstance(workers, WorkerGroup):
+        workers.subagent = (path, ref)
     ray.get([w.load_subagent_policy.remote(path, ref) for w in workers])
 
 
@@ -131,16 +150,14 @@ def generate(workers: list, prompts: list, params: SamplingParams, seed: int) ->
     """Split `prompts` into contiguous shards, one per worker, and concatenate the results in order.
 
     Each shard's sampling seed depends only on (`seed`, shard index), so results do not depend
-    on which worker process served which shard.
+    on which worker process served which shard, nor on a shard being retried after its worker
+    died (`rollout.recovery`).
     """
     n = len(workers)
     bounds = [round(i * len(prompts) / n) for i in range(n + 1)]
-    futures = [
-        w.generate.remote(prompts[bounds[i] : bounds[i + 1]], params, seed * 1000 + i)
-        for i, w in enumerate(workers)
-        if bounds[i + 1] > bounds[i]
-    ]
-    out: list[Completion] = []
-    for _, completions in ray.get(futures):
-        out.extend(completions)
-    return out
+
+    def shard(i: int):
+        return lambda w: w.generate.remote(prompts[bounds[i] : bounds[i + 1]], params, seed * 1000 + i)
+
+    results = run_shards(workers, [(i, shard(i)) for i in range(n) if bounds[i + 1] > bounds[i]])
+    return [c for completions in results for c in completions]

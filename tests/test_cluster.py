@@ -1,0 +1,113 @@
+"""Cluster launch: the fit check (pure), and a real multi-node Ray cluster simulated on this machine
+(`ray.cluster_utils.Cluster`: a head and two worker nodes, separate raylets): a short training run
+joins it through `cluster.address`, its rollout workers land on different nodes (the head's CPU is
+reserved for the learner), and it finishes; a request the cluster cannot hold fails at once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from rl.cli import main
+from rl.config import ConfigError
+from rl.placement import HEAD, check_fit
+from rl.tracking import default_uri
+
+NODE = {"CPU": 1.0}
+HEAD_NODE = {"CPU": 1.0, HEAD: 1.0}
+
+
+def test_fit_check_accepts_what_fits():
+    check_fit({"CPU": 1.0, HEAD: 0.001}, [NODE, NODE], [HEAD_NODE, NODE, NODE], "strict_spread")
+    check_fit(None, [NODE, NODE], [{"CPU": 2.0}], "strict_pack")
+
+
+@pytest.mark.parametrize(
+    "driver, workers, nodes, placement, keys",
+    [
+        (None, [{"CPU": 2.0}], [HEAD_NODE, NODE], "spread", "rollout.cpus_per_worker"),  # no node holds one worker
+        (None, [NODE] * 3, [HEAD_NODE, NODE], "pack", "rollout.num_workers"),  # 3 CPUs on 2
+        (None, [{"CPU": 1.0, "GPU": 1.0}], [HEAD_NODE], "none", "rollout.gpus_per_worker"),  # no GPU anywhere
+        ({"GPU": 1.0, HEAD: 0.001}, [NODE], [HEAD_NODE, {"CPU": 1.0, "GPU": 1.0}], "spread", "cluster.learner_gpus"),  # GPU not on the head
+        (None, [NODE] * 2, [{"CPU": 4.0}], "strict_spread", "cluster.placement=strict_spread"),
+        (None, [NODE] * 2, [HEAD_NODE, NODE], "strict_pack", "cluster.placement=strict_pack"),
+    ],
+)
+def test_fit_check_names_the_keys_to_change(driver, workers, nodes, placement, keys):
+    with pytest.raises(ConfigError, match=keys.replace(".", r"\.")):
+        check_fit(driver, workers, nodes, placement)
+
+
+TINY = """
+run: {{name: cluster, seed: 5, runs_dir: {runs}}}
+cluster: {{address: "{address}", placement: spread, learner_cpus: 1, placement_timeout_s: 20}}
+policy: {{hidden_size: 64, num_layers: 2, num_heads: 2, head_dim: 32, intermediate_size: 128, max_position_embeddings: 32}}
+sft: {{enabled: false}}
+env: {{name: math, levels: [1], eval_size: 8}}
+rollout: {{num_workers: 2, group_size: 4, max_new_tokens: 4}}
+algorithm: {{dynamic_sampling: false}}
+train: {{steps: 2, tasks_per_step: 4, eval_every: 0}}
+tracking: {{progress: false}}
+checkpoint: {{every: 0}}
+"""
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    import ray
+    from ray.cluster_utils import Cluster
+
+    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    workers = [c.add_node(num_cpus=1) for _ in range(2)]
+    c.wait_for_nodes()
+    yield c, c.head_node.node_id, {n.node_id for n in workers}
+    ray.shutdown()
+    c.shutdown()
+
+
+@pytest.mark.slow
+def test_training_run_spreads_rollout_workers_over_nodes(tmp_path: Path, cluster, capsys):
+    c, head, worker_nodes = cluster
+    exp = tmp_path / "cluster.yaml"
+    exp.write_text(TINY.format(runs=tmp_path / "runs", address=c.address))
+    run_dir = tmp_path / "runs" / "spread"
+    assert main(["train", str(exp), "--run-dir", str(run_dir)]) == 0
+
+    client = MlflowClient(default_uri(tmp_path / "runs"))
+    run = client.get_run((run_dir / "mlflow_run_id").read_text().strip())
+    assert run.info.status == "FINISHED"
+    placed = run.data.tags["swarmrl.worker_nodes"].split(",")
+    assert len(placed) == 2 and placed[0] != placed[1]  # different nodes
+    assert set(placed) == worker_nodes and head not in placed  # the head's CPU is the learner's
+    assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "time/step_s")) == [1, 2]
+    assert "2 rollout worker(s) ready on 2 node(s), placement spread" in "".join(capsys.readouterr())
+
+    # more than the cluster holds: a clear error before anything starts, and nothing left reserved
+    assert main(["train", str(exp), "--run-dir", str(tmp_path / "runs" / "big"), "rollout.num_workers=3"]) == 2
+    err = capsys.readouterr().err
+    assert "rollout.num_workers" in err and "needs CPU=4" in err
+    import ray
+
+    assert ray.available_resources().get("CPU") == 3.0
+
+
+@pytest.mark.slow
+def test_driver_under_ray_job_joins_the_cluster_of_its_ray_address(tmp_path: Path, cluster):
+    """`ray job submit` starts the driver with RAY_ADDRESS set and no `cluster.address` in the YAML:
+    the run must join that cluster, not start an embedded instance."""
+    import os
+    import subprocess
+    import sys
+
+    c, head, worker_nodes = cluster
+    exp = tmp_path / "job.yaml"
+    exp.write_text(TINY.format(runs=tmp_path / "runs", address="").replace('address: "", ', "").replace("steps: 2", "steps: 1"))
+    run_dir = tmp_path / "runs" / "job"
+    env = {**os.environ, "RAY_ADDRESS": c.address, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    done = subprocess.run([sys.executable, "-m", "rl", "train", str(exp), "--run-dir", str(run_dir)], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    client = MlflowClient(default_uri(tmp_path / "runs"))
+    run = client.get_run((run_dir / "mlflow_run_id").read_text().strip())
+    assert set(run.data.tags["swarmrl.worker_nodes"].split(",")) == worker_nodes
