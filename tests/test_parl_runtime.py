@@ -170,13 +170,7 @@ def constant_policy(tmp_path, char: str):
     return path
 
 
-@pytest.fixture(scope="module")
-def ray_session():
-    import ray
-
-    ray.init(num_cpus=3, include_dashboard=False, configure_logging=False)
-    yield
-    ray.shutdown()
+RAY_CPUS = 3  # the concurrency test runs 3 workers at once
 
 
 def _spawn(n: int, path=None):

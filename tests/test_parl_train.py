@@ -23,15 +23,6 @@ pytestmark = pytest.mark.slow
 POLICY = {"hidden_size": 64, "num_layers": 2, "num_heads": 2, "head_dim": 32, "intermediate_size": 128, "max_position_embeddings": 160}
 
 
-@pytest.fixture(scope="module")
-def ray_session():
-    import ray
-
-    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False)
-    yield
-    ray.shutdown()
-
-
 def test_build_batch_masks_observations_and_keeps_single_turn_layout():
     single = Episode("t", "math", "1+1=", [1, 2, 3], [Turn("assistant", "2", [4, 5], [-0.5, -0.25], True)])
     b = build_batch([single], [1.0], pad_token_id=0)

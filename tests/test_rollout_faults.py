@@ -27,15 +27,6 @@ PROMPTS = [[5 + (i % 30), 7, 11 + i % 13, 3] * 4 for i in range(48)]  # 48 promp
 
 
 @pytest.fixture(scope="module")
-def ray_session():
-    import ray
-
-    ray.init(address="local", num_cpus=2, include_dashboard=False, configure_logging=False)
-    yield
-    ray.shutdown()
-
-
-@pytest.fixture(scope="module")
 def trained_state():
     """A state dict different from the workers' initial weights: a restarted worker that kept its
     initial weights would sample different tokens."""

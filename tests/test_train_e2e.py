@@ -32,15 +32,6 @@ checkpoint: {{every: 2}}
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def ray_session():
-    import ray
-
-    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False)
-    yield
-    ray.shutdown()
-
-
 def exp_file(tmp_path: Path) -> Path:
     p = tmp_path / "tiny.yaml"
     p.write_text(TINY.format(runs=tmp_path / "runs"))

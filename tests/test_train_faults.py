@@ -34,15 +34,6 @@ checkpoint: {{every: 0}}
 """
 
 
-@pytest.fixture(scope="module")
-def ray_session():
-    import ray
-
-    ray.init(address="local", num_cpus=2, include_dashboard=False, configure_logging=False)
-    yield
-    ray.shutdown()
-
-
 def _rollout_worker_pids() -> list[int]:
     """Live RolloutWorker processes of this test's Ray instance: children of a raylet that is a
     child of this process (never another user's actors)."""
