@@ -141,6 +141,8 @@ def generate(workers: list, prompts: list, params: SamplingParams, seed: int) ->
         if bounds[i + 1] > bounds[i]
     ]
     out: list[Completion] = []
-    for _, completions in ray.get(futures):
+    for version, completions in ray.get(futures):
+        for c in completions:
+            c.policy_version = version
         out.extend(completions)
     return out
