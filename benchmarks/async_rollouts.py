@@ -29,7 +29,6 @@ def run(k: int, args) -> Path:
         f"train.steps={args.steps}",
         "train.eval_every=0",
         "train.max_minutes=100000",
-        "env.eval_size=16",
         "checkpoint.every=0",
         "tracking.progress=false",
         f"rollout.max_staleness={k}",
