@@ -145,3 +145,18 @@ def test_the_ratio_is_against_the_sampler_so_a_stale_batch_is_off_policy():
     m_stale = learner.update(stale)  # version 1 trains on a version-0 batch: staleness 1
     assert abs(m_stale["learner/ratio_max"] - 1.0) > 1e-3 or abs(m_stale["learner/ratio_min"] - 1.0) > 1e-3
     assert m_stale["learner/sampler_kl"] > 100 * m_fresh["learner/sampler_kl"]
+
+
+@pytest.mark.slow
+def test_resume_with_async_rollouts_regenerates_in_flight_batches(tmp_path, ray_session):
+    exp = tmp_path / "async1.yaml"
+    exp.write_text(TINY.format(k=1, steps=2, runs=tmp_path / "runs").replace("checkpoint: {every: 0}", "checkpoint: {every: 1}"))
+    run_dir = tmp_path / "runs" / "split"
+    assert main(["train", str(exp), "--run-dir", str(run_dir)]) == 0  # stops with batch 3 never consumed
+    assert main(["train", "--resume", str(run_dir), "train.steps=4"]) == 0
+    assert sorted(_metric(run_dir, "rollout/staleness_max")) == [1, 2, 3, 4]  # each step exactly once
+    logged = _metric(run_dir, "rollout/staleness_max")
+    # step 3 is the first after the resume: regenerated with the resumed weights (version 2), not stale
+    assert logged[3] == 0.0 and logged[4] == 1.0
+    versions = pq.read_table(run_dir / "episodes" / "step_000003.parquet").column("policy_version").to_pylist()
+    assert set(versions) == {2}
