@@ -135,7 +135,12 @@ class RolloutConfig(Section):
     max_new_tokens: int = Field(16, ge=1, description="Completion length cap; a completion that hits it ends with reason `length`.")
     temperature: float = Field(1.0, ge=0, description="Sampling temperature; 0 is greedy.")
     top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling mass.")
-    max_staleness: int = Field(0, ge=0, le=0, description="Policy versions a rollout may lag the learner (0: synchronous; only 0 is implemented).")
+    max_staleness: int = Field(
+        0,
+        ge=0,
+        le=8,
+        description="Asynchronous rollouts: batches for steps t+1..t+k are generated while the learner trains on step t (0: synchronous). A batch sampled more than k policy versions behind the learner is regenerated; the PPO ratio is taken against the sampler's log-probs. Single-turn envs only (not `swarm`).",
+    )
     batch_size: int = Field(256, ge=1, description="Prompts per generate call inside a worker.")
 
 

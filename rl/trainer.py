@@ -17,8 +17,10 @@ The algorithm is GRPO-family policy gradient with verifiable rewards:
     7. log metrics to MLflow, write the step's episodes to Parquet, evaluate and checkpoint on
        schedule.
 
-Rollouts are synchronous (`rollout.max_staleness = 0`): every completion is sampled by the
-policy being updated, so the sampler log-probs are the "old" log-probs of the PPO ratio.
+With `rollout.max_staleness = 0` rollouts are synchronous: every completion is sampled by the
+policy being updated. With k >= 1 the batches of the next k steps are generated while the learner
+trains (`rl.rollout_pipeline`); either way the sampler log-probs are the "old" log-probs of the
+PPO ratio, which corrects the off-policy samples.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from rl.evaluate import evaluate
 from rl.learner import Learner
 from rl.placement import place_roles, worker_nodes
 from rl.rollout_choice import choose_rollout
+from rl.rollout_pipeline import RolloutPipeline
 from rl.sample_grid import log_sample_grid
 from rl.sft import run_sft
 from rl.tracking import Tracker, default_uri
@@ -93,6 +96,7 @@ def train(cfg: ExperimentConfig, run_dir: Path, *, resume: bool = False) -> dict
     rollout = choose_rollout(cfg, env, workers, model, policy_cfg.path, processor)
 
     params = SamplingParams(max_new_tokens=cfg.rollout.max_new_tokens, temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p)
+    pipeline = RolloutPipeline(cfg, env, rollout, workers, tokenizer, params, last_step=cfg.train.steps)
     eval_params = SamplingParams(
         max_new_tokens=cfg.rollout.max_new_tokens,
         temperature=cfg.rollout.temperature if cfg.train.eval_temperature is None else cfg.train.eval_temperature,
@@ -124,10 +128,9 @@ def train(cfg: ExperimentConfig, run_dir: Path, *, resume: bool = False) -> dict
         for step in range(start_step + 1, cfg.train.steps + 1):
             t0 = time.perf_counter()
 
-            # 1-2. tasks and rollouts
-            tasks = env.sample(cfg.train.tasks_per_step, np.random.default_rng([cfg.run.seed, step]))
-            episodes = rollout.run(workers, tasks, tokenizer, params, group_size=cfg.rollout.group_size, seed=cfg.run.seed * 100_003 + step, step=step)
-            t_rollout = time.perf_counter() - t0
+            # 1-2. tasks and rollouts (generated ahead of time when rollout.max_staleness > 0)
+            batch_in = pipeline.next(step)
+            tasks, episodes, t_rollout = batch_in.tasks, batch_in.episodes, batch_in.generate_s
 
             # 3. verify and score
             verdicts = verify_batch(env, [tasks[e.group] for e in episodes], [e.completion_text for e in episodes], cfg.sandbox.workers)
@@ -161,6 +164,7 @@ def train(cfg: ExperimentConfig, run_dir: Path, *, resume: bool = False) -> dict
             metrics.update(scored.metrics)
             metrics.update(rollout.metrics(episodes))
             metrics.update(_fault_metrics(workers, verdicts, console, step))
+            metrics.update(pipeline.metrics(batch_in))
             metrics.update(
                 {
                     "reward/mean": float(rewards.mean()),
@@ -191,6 +195,7 @@ def train(cfg: ExperimentConfig, run_dir: Path, *, resume: bool = False) -> dict
         tracker.finish("FAILED")
         raise
     finally:
+        pipeline.close()
         _stop_workers(workers)
     console.stop()
     tracker.finish()

@@ -58,6 +58,7 @@ def collect(
                 finish_reason=c.finish_reason,
                 group=i,
                 step=step,
+                policy_version=c.policy_version,
                 timings={"generate_s": elapsed / max(1, len(completions))},
                 images=list(tasks[i].images),
             )

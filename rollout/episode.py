@@ -48,6 +48,7 @@ class Episode:
     finish_reason: str = ""  # "stop" | "length" | "error"
     group: int = 0  # index of the task inside the step: completions of one task share it
     step: int = 0
+    policy_version: int = -1  # weights version that sampled it; staleness = learner version - this
     verdict: dict[str, Any] = field(default_factory=dict)
     reward: RewardBreakdown = field(default_factory=RewardBreakdown)
     advantage: float = 0.0
@@ -72,6 +73,7 @@ class Episode:
         """A flat Arrow-friendly row; nested parts (turns, sub-episodes) are JSON columns."""
         return {
             "step": self.step,
+            "policy_version": self.policy_version,
             "group": self.group,
             "task_id": self.task_id,
             "env": self.env,
@@ -112,6 +114,7 @@ class Episode:
             finish_reason=row["finish_reason"],
             group=row["group"],
             step=row["step"],
+            policy_version=row.get("policy_version", -1),
             verdict=json.loads(row["verdict"]),
             reward=RewardBreakdown(
                 components=json.loads(row["reward_components"]),

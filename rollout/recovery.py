@@ -91,31 +91,33 @@ def load_everywhere(group: list, ref: Any, version: int) -> None:
             recover(group, i)
 
 
-def run_shards(group: list, shards: list[tuple[int, Callable[[Any], Any]]]) -> list[Any]:
-    """Run `submit(actor)` for each `(worker index, submit)`; returns the results in order.
+def run_shards(group: list, shards: list[tuple[int, Callable[[Any], Any]]]) -> list[tuple[int, Any]]:
+    """Run `submit(actor)` for each `(worker index, submit)`; returns `(weights version, result)` in order.
 
     `submit` must return a ref to `(weights version, result)` and be safe to call again (same
-    inputs, same seed). A shard whose actor dies, or which answers from a version other than the
-    group's current one, is retried on the restarted actor after `recover`. A plain list of
-    actors (no `WorkerGroup`) gets no retries and no version check.
+    inputs, same seed). A shard whose actor dies, or which answers with no weights loaded
+    (version -1: an actor restarted since the last push), is retried on the restarted actor after
+    `recover`. Any loaded version is accepted: with asynchronous rollouts a shard may have been
+    served by an earlier push, and the rollout pipeline bounds that staleness itself. A plain
+    list of actors (no `WorkerGroup`) gets no retries and no version check.
     """
     futures = [submit(group[i]) for i, submit in shards]
     if not isinstance(group, WorkerGroup):
-        return [result for _, result in ray.get(futures)]
+        return list(ray.get(futures))
     out = []
     for (i, submit), future in zip(shards, futures):
         for attempt in range(1, MAX_ATTEMPTS + 1):
             try:
                 version, result = ray.get(future)
-                if version == group.version:
+                if version >= 0:
                     break
-                error: Exception = RuntimeError(f"worker {i} answered with weights v{version}, expected v{group.version}")
+                error: Exception = RuntimeError(f"worker {i} answered with no weights loaded (restarted), expected v{group.version}")
             except ACTOR_LOST as e:
                 error = e
             if attempt == MAX_ATTEMPTS:
                 raise RuntimeError(f"rollout shard on worker {i} failed {MAX_ATTEMPTS} times") from error
             recover(group, i)
             future = submit(group[i])
-        out.append(result)
+        out.append((version, result))
     return out
 

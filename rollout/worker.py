@@ -159,5 +159,9 @@ def generate(workers: list, prompts: list, params: SamplingParams, seed: int) ->
     def shard(i: int):
         return lambda w: w.generate.remote(prompts[bounds[i] : bounds[i + 1]], params, seed * 1000 + i)
 
-    results = run_shards(workers, [(i, shard(i)) for i in range(n) if bounds[i + 1] > bounds[i]])
-    return [c for completions in results for c in completions]
+    out: list[Completion] = []
+    for version, completions in run_shards(workers, [(i, shard(i)) for i in range(n) if bounds[i + 1] > bounds[i]]):
+        for c in completions:
+            c.policy_version = version
+        out.extend(completions)
+    return out

@@ -28,6 +28,7 @@ class Completion:
     logprobs: list[float]
     finish_reason: str  # "stop" (EOS or a stop token, included in token_ids) | "length"
     extra: dict = field(default_factory=dict)
+    policy_version: int = -1  # the weights version the worker held when it sampled this (-1: unknown)
 
 
 class Engine(Protocol):
