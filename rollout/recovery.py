@@ -109,7 +109,7 @@ def run_shards(group: list, shards: list[tuple[int, Callable[[Any], Any]]]) -> l
         for attempt in range(1, MAX_ATTEMPTS + 1):
             try:
                 version, result = ray.get(future)
-                if version >= 0:
+                if version >= 0 or group.version < 0:  # -1 is only right while nothing was ever pushed
                     break
                 error: Exception = RuntimeError(f"worker {i} answered with no weights loaded (restarted), expected v{group.version}")
             except ACTOR_LOST as e:
