@@ -116,6 +116,8 @@ def main() -> None:
     tokenizer = load_tokenizer(sft_path)
 
     # address="local": a fresh instance of our own, never another process's embedded one that happens to be running
+    if ray.is_initialized():  # the training runs above left theirs up
+        ray.shutdown()
     ray.init(address="local", num_cpus=cfg.cluster.num_cpus, include_dashboard=False, configure_logging=False, log_to_driver=False)
     r = cfg.rollout
     workers = spawn_workers(r.num_workers, {"policy": cfg.policy.model_dump(), "path": str(sft_path), "tokenizer": str(sft_path)}, engine="hf", batch_size=r.batch_size, cpus=r.cpus_per_worker, gpus=0, torch_threads=1)
