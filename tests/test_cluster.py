@@ -88,8 +88,14 @@ def test_training_run_spreads_rollout_workers_over_nodes(tmp_path: Path, cluster
     assert main(["train", str(exp), "--run-dir", str(tmp_path / "runs" / "big"), "rollout.num_workers=3"]) == 2
     err = capsys.readouterr().err
     assert "rollout.num_workers" in err and "needs CPU=4" in err
+    import time
+
     import ray
 
+    # the previous run's actors release their CPUs asynchronously: wait (bounded), then assert
+    deadline = time.monotonic() + 30
+    while ray.available_resources().get("CPU") != 3.0 and time.monotonic() < deadline:
+        time.sleep(0.5)
     assert ray.available_resources().get("CPU") == 3.0
 
 
