@@ -34,6 +34,8 @@ def make_env(name: str, **kwargs: Any) -> Env:
 def env_kwargs(cfg) -> dict[str, Any]:
     """Constructor arguments of the env an experiment config names."""
     kw: dict[str, Any] = {"levels": tuple(cfg.env.levels), "eval_size": cfg.env.eval_size, "heldout_fraction": cfg.env.heldout_fraction}
+    if cfg.env.name == "math":
+        kw["fixed_width"] = cfg.env.fixed_width
     if cfg.env.name in ("code", "prover"):
         kw.update(timeout_s=cfg.sandbox.timeout_s, allow_unisolated=cfg.sandbox.allow_unisolated)
         if cfg.sandbox.memory_mb is not None:

@@ -154,6 +154,10 @@ class EnvConfig(Section):
     )
     eval_size: int = Field(256, ge=1, description="Held-out problems used for evaluation; training never samples them.")
     heldout_fraction: float = Field(0.1, gt=0, lt=1, description="Share of the problem space reserved for held-out evaluation.")
+    fixed_width: bool = Field(
+        False,
+        description="math levels 1-3 only: operands zero-padded to the highest level's width and oracle answers signed and padded (`042+017=` → `+0059`); same values and verifier, a layout small models learn far faster.",
+    )
 
 
 class SandboxConfig(Section):
@@ -299,6 +303,12 @@ class ExperimentConfig(Section):
     def _vision_needs_a_vlm(self) -> "ExperimentConfig":
         if self.env.name == "vision" and self.policy.arch != "llava" and not self.policy.path:
             raise ValueError("env.name 'vision' needs an image-reading policy: set policy.arch: llava (or policy.path to a VLM folder)")
+        return self
+
+    @model_validator(mode="after")
+    def _fixed_width_is_math_arithmetic(self) -> "ExperimentConfig":
+        if self.env.fixed_width and (self.env.name != "math" or any(lv not in (1, 2, 3) for lv in self.env.levels)):
+            raise ValueError(f"env.fixed_width is for env math with levels 1-3 (got env {self.env.name!r}, levels {self.env.levels}): drop it or the other levels")
         return self
 
     def fingerprint(self, *sections: str) -> str:

@@ -132,3 +132,57 @@ def test_latex_numbers_are_read(text, value):
 @pytest.mark.parametrize("text", ["(12)(3)", "\\frac{1}{2}+\\frac{1}{3}", "\\frac{1}{0}", "\\sqrt{4}"])
 def test_latex_expressions_are_not_evaluated(text):
     assert parse_answer(text) is None
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.sampled_from(((1,), (1, 2), (1, 2, 3), (2, 3))), st.integers(0, 2**32 - 1))
+def test_fixed_width_pads_to_one_width_without_changing_values(levels, seed):
+    width = max(levels)
+    for level in levels:
+        prompt, value = make_problem(level, np.random.default_rng(seed), width=width)
+        plain_prompt, plain_value = make_problem(level, np.random.default_rng(seed))
+        a, op, b = prompt[:width], prompt[width], prompt[width + 1 : -1]
+        assert len(prompt) == 2 * width + 2 and len(b) == width and prompt.endswith("=") and op in "+-"
+        assert f"{int(a)}{op}{int(b)}=" == plain_prompt and value == plain_value  # the same problem, padded
+    env = MathEnv(levels=levels, fixed_width=True)
+    for task in env.sample(20, np.random.default_rng(seed)):
+        oracle = env.oracle(task)
+        assert len(task.prompt) == 2 * width + 2
+        assert len(oracle) == width + 2 and oracle[0] in "+-" and oracle[1:].isdigit()
+        assert env.verify(task, oracle).passed
+        assert env.verify(task, task.payload["answer"]).passed  # the verifier does not demand the padding
+        assert not env.verify(task, str(int(task.payload["answer"]) + 1)).passed
+        assert not env.verify(task, task.prompt[:-1]).passed  # the padded prompt itself is not an answer
+
+
+def test_fixed_width_is_for_arithmetic_levels_only():
+    with pytest.raises(ValueError, match="fixed_width"):
+        MathEnv(levels=(1, 4), fixed_width=True)
+    with pytest.raises(ValueError, match="narrower"):
+        make_problem(3, np.random.default_rng(0), width=2)
+
+
+@pytest.mark.parametrize(
+    "completion, passed, score",
+    [
+        ("+0041", True, 1.0),
+        ("41", True, 1.0),  # the value counts, not the padding
+        ("+0042", False, 0.8),
+        ("-0041", False, 0.8),  # the sign is a digit of the layout like any other
+        ("+004", False, 0.8),
+        ("+00411", False, 5 / 6),  # appending a digit to the right answer never earns full credit
+        ("+0041+0041", False, 0.0),  # unreadable: no credit for a right prefix
+        ("0041+", False, 0.0),
+        ("+9999", False, 0.2),
+        ("41 is it", False, 0.0),
+        ("", False, 0.0),
+    ],
+)
+def test_fixed_width_partial_credit_is_digits_in_place_and_below_one_unless_right(completion, passed, score):
+    from dataclasses import replace
+
+    env = MathEnv(levels=(2, 3), fixed_width=True)
+    task = replace(env.sample(1, np.random.default_rng(0))[0], prompt="091-050=", payload={"answer": "41", "level": 2})
+    v = env.verify(task, completion)
+    assert (v.passed, v.score) == (passed, pytest.approx(score))
+    assert MathEnv(levels=(2, 3)).verify(task, completion).score == float(passed)  # only the fixed-width layout has partial credit

@@ -67,3 +67,17 @@ def answers_equal(text: str, expected: Fraction) -> tuple[bool, bool]:
     if value is None:
         return False, False
     return value == expected, True
+
+
+def aligned_digit_credit(text: str, target: str) -> float:
+    """Share of `target`'s characters that the first line of `text` has at the same positions.
+
+    Partial credit for the fixed-width layout, where position i means the same digit in every
+    answer. The share is over the longer of the two, so extra characters cost credit (a right
+    answer with a digit appended is not worth a right answer), and a line of another length is not
+    shifted into alignment: every digit must be in its place. 1.0 only for the target itself.
+    """
+    line = text.split("\n", 1)[0].strip()
+    if not target:
+        return 0.0
+    return sum(a == b for a, b in zip(line, target)) / max(len(line), len(target))

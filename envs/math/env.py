@@ -7,8 +7,8 @@ from fractions import Fraction
 import numpy as np
 
 from envs.base import Task, Verdict
-from envs.math.answer import answers_equal
-from envs.math.generator import LEVELS, format_number, make_problem
+from envs.math.answer import aligned_digit_credit, answers_equal
+from envs.math.generator import FIXED_WIDTH_LEVELS, LEVELS, format_fixed_width, format_number, make_problem
 from envs.split import HeldoutSplit, HeldoutStream, stable_hash
 
 
@@ -22,11 +22,14 @@ class MathEnv:
 
     name = "math"
 
-    def __init__(self, levels=(1, 2, 3), eval_size: int = 256, eval_seed: int = 1234, heldout_fraction: float = 0.1):
+    def __init__(self, levels=(1, 2, 3), eval_size: int = 256, eval_seed: int = 1234, heldout_fraction: float = 0.1, fixed_width: bool = False):
         bad = [lv for lv in levels if lv not in LEVELS]
         if bad or not levels:
             raise ValueError(f"math levels must be among {LEVELS}, got {list(levels)}")
+        if fixed_width and any(lv not in FIXED_WIDTH_LEVELS for lv in levels):
+            raise ValueError(f"math fixed_width applies to levels {list(FIXED_WIDTH_LEVELS)} only, got levels {list(levels)}")
         self.levels = tuple(levels)
+        self.width = max(levels) if fixed_width else None  # one width for every level: one digit layout to learn
         self.eval_size = eval_size
         self.eval_seed = eval_seed
         self.split = HeldoutSplit(heldout_fraction)
@@ -47,7 +50,7 @@ class MathEnv:
     def _draw(self, rng: np.random.Generator, heldout: bool) -> Task:
         while True:
             level = self.levels[int(rng.integers(len(self.levels)))]
-            prompt, answer = make_problem(level, rng)
+            prompt, answer = make_problem(level, rng, self.width)
             if self.is_heldout(prompt) == heldout:
                 return self._task(prompt, answer, level)
 
@@ -63,9 +66,16 @@ class MathEnv:
         expected = Fraction(task.payload["answer"])
         passed, parsed = answers_equal(completion, expected)
         reason = "correct" if passed else ("wrong answer" if parsed else "unreadable answer")
-        return Verdict(passed=passed, score=1.0 if passed else 0.0, parsed=parsed, reason=reason)
+        score = 1.0 if passed else 0.0
+        if parsed and not passed and self.width is not None:
+            # a wrong fixed-width answer scores the share of digits in place: always below 1, so
+            # only the exact value earns the full reward (`outcome` uses it with partial_credit)
+            score = aligned_digit_credit(completion, self.oracle(task))
+        return Verdict(passed=passed, score=score, parsed=parsed, reason=reason)
 
     def oracle(self, task: Task) -> str:
+        if self.width is not None:
+            return format_fixed_width(Fraction(task.payload["answer"]), self.width)
         return task.payload["answer"]
 
     def alphabet(self) -> str:
