@@ -50,12 +50,23 @@ def report(run_dir: Path) -> list[tuple[str, str]]:
         (f"pass@1 after RL (step {last_step})", f"{end:.1%}"),
         ("gain", f"{(end - start) * 100:+.1f} points"),
         ("best pass@1", f"{max(evals.values()):.1%}"),
+        *level_rows(history, cfg.env.levels, last_step),
         ("RL wall time", f"{wall[max(wall)] / 60:.1f} min"),
         ("time to +20 points", minutes_to(0.20)),
         ("time to +35 points", minutes_to(0.35)),
         ("rollout completions/s (median)", f"{sorted(cps.values())[len(cps) // 2]:.0f}"),
         ("step time (median)", f"{sorted(step_s.values())[len(step_s) // 2]:.2f} s"),
     ]
+    return rows
+
+
+def level_rows(history, levels: list[int], last_step: int) -> list[tuple[str, str]]:
+    """Per level, start → end: shows whether RL taught the harder levels or only sharpened the easy one."""
+    rows = []
+    for lv in levels:
+        h = history(f"eval/pass_at_1_level{lv}")
+        if h:
+            rows.append((f"  level {lv}: start → end", f"{h[0]:.1%} → {h[last_step]:.1%}"))
     return rows
 
 
