@@ -16,6 +16,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from envs.math.generator import FIXED_WIDTH_LEVELS
 from rewards.schedule import RewardsConfig
 
 
@@ -307,8 +308,8 @@ class ExperimentConfig(Section):
 
     @model_validator(mode="after")
     def _fixed_width_is_math_arithmetic(self) -> "ExperimentConfig":
-        if self.env.fixed_width and (self.env.name != "math" or any(lv not in (1, 2, 3) for lv in self.env.levels)):
-            raise ValueError(f"env.fixed_width is for env math with levels 1-3 (got env {self.env.name!r}, levels {self.env.levels}): drop it or the other levels")
+        if self.env.fixed_width and (self.env.name != "math" or any(lv not in FIXED_WIDTH_LEVELS for lv in self.env.levels)):
+            raise ValueError(f"env.fixed_width is for env math with levels {list(FIXED_WIDTH_LEVELS)} (got env {self.env.name!r}, levels {self.env.levels}): drop it or the other levels")
         return self
 
     def fingerprint(self, *sections: str) -> str:

@@ -52,7 +52,7 @@ def test_good_file_validates_and_overrides_apply(tmp_path):
         ("run: {name: t}\nenv: {name: math}\n", ["missing section 'policy'"]),
         (GOOD.replace("env: {name: math}", "env: {levels: [1]}"), ["env.name"]),
         (GOOD + "optimizer: {name: sgd}\n", ["optimizer.name", "'muonclip'"]),
-        (GOOD.replace("env: {name: math}", "env: {name: math, levels: [5], fixed_width: true}"), ["env.fixed_width", "levels 1-3"]),
+        (GOOD.replace("env: {name: math}", "env: {name: math, levels: [5], fixed_width: true}"), ["env.fixed_width", "levels [1, 2, 3]"]),
     ],
 )
 def test_bad_values_name_the_key(tmp_path, capsys, text, needles):

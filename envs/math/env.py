@@ -70,7 +70,7 @@ class MathEnv:
         if parsed and not passed and self.width is not None:
             # a wrong fixed-width answer scores the share of digits in place: always below 1, so
             # only the exact value earns the full reward (`outcome` uses it with partial_credit)
-            score = aligned_digit_credit(completion, self.oracle(task))
+            score = aligned_digit_credit(completion, format_fixed_width(expected, self.width))
         return Verdict(passed=passed, score=score, parsed=parsed, reason=reason)
 
     def oracle(self, task: Task) -> str:

@@ -9,12 +9,12 @@
 
 Fixed width (levels 1-3): operands are zero-padded to one width W (the env uses its highest
 level's) and the oracle writes the answer signed and padded to W+1 digits, "042+017=" → "+0059",
-"007-009=" → "-0002". The
-values and the verifier are the same (leading zeros and `+` are ignored when reading an answer),
-only the layout changes: every digit sits at a fixed offset from the digits it depends on, which
-a small transformer finds in hundreds of steps instead of thousands (measured on a 4-layer,
-128-wide Llama: 2-digit greedy accuracy 0.97 after 2000 SFT steps padded, 0.10-0.14 unpadded; with
-a width per level instead of one width the padded layout stays on the unpadded plateau).
+"007-009=" → "-0002". The values and the verifier are the same (leading zeros and `+` are
+ignored when reading an answer), only the layout changes: every digit sits at a fixed offset from
+the digits it depends on, which a small transformer finds in hundreds of steps instead of
+thousands (measured on a 4-layer, 128-wide Llama: 2-digit greedy accuracy 0.97 after 2000 SFT
+steps padded, 0.10-0.14 unpadded; with a width per level instead of one width the padded layout
+stays on the unpadded plateau).
 """
 
 from __future__ import annotations
