@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from envs.base import Env, Verdict
@@ -46,8 +47,11 @@ def env_kwargs(cfg) -> dict[str, Any]:
 def verify_batch(env: Env, tasks: list, completions: list[str], workers: int = 1) -> list:
     """Verify many completions; envs whose checks run in the sandbox verify `workers` at a time.
 
-    A check that raises does not fail the step: its completion fails with score 0 and the
-    verdict is marked (`verifier_errors` counts them)."""
+    A check is a pure function of (task, completion), so each distinct pair is checked once and
+    its verdict copied to the duplicates: a sharpened policy samples the same completion many
+    times per group, and a sandboxed check costs a process. A check that raises does not fail
+    the step: its completion fails with score 0 and the verdict is marked (`verifier_errors`
+    counts them)."""
 
     def check(task, completion) -> Verdict:
         try:
@@ -55,12 +59,23 @@ def verify_batch(env: Env, tasks: list, completions: list[str], workers: int = 1
         except Exception as e:  # a crashed checker is a fault of ours, not a reason to lose the step
             return Verdict(passed=False, score=0.0, parsed=False, reason=f"verifier error: {type(e).__name__}: {e}", details={VERIFIER_ERROR: True})
 
+    first: dict[tuple, int] = {}
+    for i, (t, c) in enumerate(zip(tasks, completions)):
+        first.setdefault((t.id, t.prompt, c), i)
+    unique = sorted(first.values())
     if workers <= 1 or not getattr(env, "parallel_verify", False):
-        return [check(t, c) for t, c in zip(tasks, completions)]
-    from concurrent.futures import ThreadPoolExecutor
+        checked = [check(tasks[i], completions[i]) for i in unique]
+    else:
+        from concurrent.futures import ThreadPoolExecutor
 
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(check, tasks, completions))
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            checked = list(pool.map(check, [tasks[i] for i in unique], [completions[i] for i in unique]))
+    by_index = dict(zip(unique, checked))
+    out = []
+    for i, (t, c) in enumerate(zip(tasks, completions)):
+        v = by_index[first[(t.id, t.prompt, c)]]
+        out.append(v if first[(t.id, t.prompt, c)] == i else replace(v, details=dict(v.details)))  # duplicates get their own copy
+    return out
 
 
 VERIFIER_ERROR = "verifier_error"
