@@ -9,6 +9,7 @@ import pytest
 
 from envs.prover import ProverEnv, check, coq_available
 from envs.prover import checker
+from envs.prover.generator import make_theorem
 
 
 def test_coq_is_installed():
@@ -31,6 +32,25 @@ def test_heldout_split_is_disjoint():
     heldout = {t.payload["theorem"].split(":", 1)[1] for t in env.eval_tasks(30)}
     train = {t.payload["theorem"].split(":", 1)[1] for t in env.sample(2000, np.random.default_rng(1))}
     assert heldout and not heldout & train
+
+
+def test_heldout_is_many_unseen_instances_of_every_level():
+    # held-out theorems are new names and constants in templates training sees: many distinct
+    # statements from every level, not a few theorems repeated (which would make pass@1 bimodal)
+    env = ProverEnv(levels=(1, 2, 3, 4, 5), eval_size=64)
+    tasks = env.eval_tasks()
+    statements = [t.payload["theorem"].split(":", 1)[1] for t in tasks]
+    assert len(set(statements)) >= 0.75 * len(tasks)
+    per_level = {lv: sum(t.payload["level"] == lv for t in tasks) for lv in (1, 2, 3, 4, 5)}
+    assert min(per_level.values()) >= 5, per_level
+
+
+def test_oracle_proofs_use_the_statements_names():
+    rng = np.random.default_rng(3)
+    for _ in range(50):
+        theorem, proof = make_theorem(2, rng, 0)
+        var = theorem.split("forall ", 1)[1].split(" ", 1)[0]
+        assert proof == f"intros {var}. lia."
 
 
 @pytest.mark.parametrize(
