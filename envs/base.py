@@ -37,9 +37,6 @@ class Verdict:
     parsed: bool
     reason: str = ""
     details: dict[str, Any] = field(default_factory=dict)
-    # Dense credit, where the env can tell which characters of the completion are right: one
-    # value in [0, 1] per character of the completion text (`algorithm.token_credit` reads it).
-    char_credit: tuple[float, ...] | None = None
 
 
 @runtime_checkable

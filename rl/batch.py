@@ -15,7 +15,7 @@ class TrainBatch:
     attention_mask: torch.Tensor  # [B, L]
     completion_mask: torch.Tensor  # [B, L-1] 1 where position t predicts a token of a trainable turn
     old_logprobs: torch.Tensor  # [B, L-1] sampler log-probs aligned with completion_mask
-    advantages: torch.Tensor  # [B] per completion, or [B, L-1] per token (aligned with completion_mask)
+    advantages: torch.Tensor  # [B]
     pixel_values: torch.Tensor | None = None  # [B, images per episode, C, H, W] for a VLM
 
     def __len__(self) -> int:
@@ -40,14 +40,11 @@ class TrainBatch:
         return int(self.completion_mask.sum())
 
 
-def build_batch(episodes: list[Episode], advantages: list, pad_token_id: int, image_processor=None) -> TrainBatch:
+def build_batch(episodes: list[Episode], advantages: list[float], pad_token_id: int, image_processor=None) -> TrainBatch:
     """Each row is the prompt then every turn's tokens in order (multi-turn episodes keep their
     tool observations in the sequence); the loss mask covers only the tokens of trainable turns.
     A single-turn episode is prompt + its one completion. Episodes with images also get their
-    pixel values (through `image_processor`).
-
-    `advantages[i]` is one float per episode, or (`algorithm.token_credit`) a list with one value
-    per token of `episodes[i].completion_ids`, placed where that token is predicted."""
+    pixel values (through `image_processor`)."""
     seqs = [e.prompt_ids + [i for t in e.turns for i in t.token_ids] for e in episodes]
     width = max(len(s) for s in seqs)
     n = len(seqs)
@@ -55,25 +52,18 @@ def build_batch(episodes: list[Episode], advantages: list, pad_token_id: int, im
     attn = torch.zeros((n, width), dtype=torch.long)
     cmask = torch.zeros((n, width - 1), dtype=torch.float32)
     old = torch.zeros((n, width - 1), dtype=torch.float32)
-    per_token = any(isinstance(a, (list, tuple)) for a in advantages)
-    adv = torch.zeros((n, width - 1), dtype=torch.float32) if per_token else torch.tensor(advantages, dtype=torch.float32)
     for i, (e, s) in enumerate(zip(episodes, seqs)):
         ids[i, : len(s)] = torch.tensor(s)
         attn[i, : len(s)] = 1
-        pos, done = len(e.prompt_ids), 0
-        if per_token and len(advantages[i]) != len(e.completion_ids):
-            raise ValueError(f"episode {i}: {len(advantages[i])} token advantages for {len(e.completion_ids)} completion tokens")
+        pos = len(e.prompt_ids)
         for t in e.turns:
             c = len(t.token_ids)
             if t.trainable and c:
                 # logits at position t predict token t+1: the turn's token j sits at pos+j, predicted at pos+j-1
                 cmask[i, pos - 1 : pos - 1 + c] = 1.0
                 old[i, pos - 1 : pos - 1 + c] = torch.tensor(t.logprobs, dtype=torch.float32)
-                if per_token:
-                    adv[i, pos - 1 : pos - 1 + c] = torch.tensor(advantages[i][done : done + c], dtype=torch.float32)
-                    done += c
             pos += c
-    return TrainBatch(ids, attn, cmask, old, adv, _pixel_values(episodes, image_processor))
+    return TrainBatch(ids, attn, cmask, old, torch.tensor(advantages, dtype=torch.float32), _pixel_values(episodes, image_processor))
 
 
 def _pixel_values(episodes: list[Episode], image_processor) -> torch.Tensor | None:

@@ -204,10 +204,6 @@ class AlgorithmConfig(Section):
     kl_coef: float = Field(0.0, ge=0, description="Weight of the KL penalty to the initial policy (0: no reference model).")
     kl_estimator: Literal["k1", "k2", "k3"] = Field("k3", description="KL estimator for the penalty.")
     dynamic_sampling: bool = Field(True, description="Drop groups whose rewards are all equal (zero advantage).")
-    token_credit: bool = Field(
-        False,
-        description="Dense credit where the verifier scores each character (math with env.fixed_width): the outcome reward is paid per token by the credit of its characters, and advantages are GRPO-normalised per token position within the group, so a wrong digit is pushed down while the right digits beside it are pushed up. Needs advantage grpo and an outcome reward.",
-    )
     epochs: int = Field(1, ge=1, description="Passes of the learner over each rollout batch.")
     minibatch_size: int = Field(0, ge=0, description="Completions per optimizer step; 0: the whole batch is one step.")
     tis_cap: float | None = Field(
@@ -314,18 +310,6 @@ class ExperimentConfig(Section):
     def _fixed_width_is_math_arithmetic(self) -> "ExperimentConfig":
         if self.env.fixed_width and (self.env.name != "math" or any(lv not in FIXED_WIDTH_LEVELS for lv in self.env.levels)):
             raise ValueError(f"env.fixed_width is for env math with levels {list(FIXED_WIDTH_LEVELS)} (got env {self.env.name!r}, levels {self.env.levels}): drop it or the other levels")
-        return self
-
-    @model_validator(mode="after")
-    def _token_credit_has_credit(self) -> "ExperimentConfig":
-        if not self.algorithm.token_credit:
-            return self
-        if not (self.env.name == "math" and self.env.fixed_width):
-            raise ValueError(f"algorithm.token_credit needs a verifier that scores each character: env math with env.fixed_width: true (got env {self.env.name!r}, fixed_width {self.env.fixed_width})")
-        if self.algorithm.advantage != "grpo":
-            raise ValueError(f"algorithm.token_credit normalises per token position as grpo does; set algorithm.advantage: grpo (got {self.algorithm.advantage!r})")
-        if "outcome" not in self.rewards.root:
-            raise ValueError("algorithm.token_credit pays the outcome reward per token: add rewards.outcome")
         return self
 
     def fingerprint(self, *sections: str) -> str:

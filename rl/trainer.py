@@ -9,9 +9,8 @@ The algorithm is GRPO-family policy gradient with verifiable rewards:
        (`rl.rollout_choice`, `rollout.swarm`);
     3. verify each completion and score it: reward components (outcome, format, ...) weighted
        by their schedule at this step;
-    4. advantages relative to the task's group (GRPO / RLOO / Dr. GRPO), or per token where the
-       verifier credits each character (`algorithm.token_credit`); groups whose rewards are all
-       equal carry no signal and are dropped (dynamic sampling);
+    4. advantages relative to the task's group (GRPO / RLOO / Dr. GRPO); groups whose rewards
+       are all equal carry no signal and are dropped (dynamic sampling);
     5. a clipped-ratio (PPO/DAPO) policy-gradient step on the completion tokens, with Muon on the
        hidden matrices, AdamW elsewhere, and QK-Clip on attention heads whose logits grow past tau;
     6. push the new weights to the rollout workers (one object-store put);
@@ -36,7 +35,7 @@ import torch
 
 from envs.registry import env_kwargs, make_env, verifier_errors, verify_batch
 from rewards.scoring import score_batch
-from rl.algorithms import get_advantage
+from rl.algorithms import get_advantage, nonzero_variance_groups
 from rl.batch import build_batch
 from rl.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from rl.config import ExperimentConfig, to_yaml
@@ -48,7 +47,6 @@ from rl.rollout_choice import choose_rollout
 from rl.rollout_pipeline import RolloutPipeline
 from rl.sample_grid import log_sample_grid
 from rl.sft import run_sft
-from rl.step_advantages import step_advantages
 from rl.tracking import Tracker, default_uri
 from rollout.engines.base import SamplingParams
 from rollout.episode import write_parquet
@@ -142,15 +140,18 @@ def train(cfg: ExperimentConfig, run_dir: Path, *, resume: bool = False) -> dict
                 e.reward = r
 
             # 4. group-relative advantages, dynamic sampling
-            adv = step_advantages(cfg.algorithm, episodes, verdicts, advantage_fn, tokenizer)
-            for e, a in zip(episodes, adv.per_episode):
+            rewards = torch.tensor([e.reward.total for e in episodes], dtype=torch.float32)
+            groups = torch.tensor([e.group for e in episodes], dtype=torch.long)
+            advantages = advantage_fn(rewards, groups)
+            keep = nonzero_variance_groups(rewards, groups) if cfg.algorithm.dynamic_sampling else torch.ones_like(rewards, dtype=torch.bool)
+            for e, a in zip(episodes, advantages.tolist()):
                 e.advantage = a
 
             # 5. learner step (skipped when no group carries signal)
             metrics: dict[str, float] = {}
-            kept = [i for i, k in enumerate(adv.keep.tolist()) if k]
+            kept = [e for e, k in zip(episodes, keep.tolist()) if k]
             if kept:
-                batch = build_batch([episodes[i] for i in kept], [adv.for_learner[i] for i in kept], tokenizer.pad_token_id, getattr(processor, "image_processor", None))
+                batch = build_batch(kept, [e.advantage for e in kept], tokenizer.pad_token_id, getattr(processor, "image_processor", None))
                 metrics.update(learner.update(batch))
 
             # 6. new weights to the rollout workers
@@ -166,9 +167,9 @@ def train(cfg: ExperimentConfig, run_dir: Path, *, resume: bool = False) -> dict
             metrics.update(pipeline.metrics(batch_in))
             metrics.update(
                 {
-                    "reward/mean": float(np.mean([e.reward.total for e in episodes])),
+                    "reward/mean": float(rewards.mean()),
                     "train/pass_rate": float(np.mean([v.passed for v in verdicts])),
-                    "train/kept_fraction": float(adv.keep.float().mean()),
+                    "train/kept_fraction": float(keep.float().mean()),
                     "train/completion_tokens": n_tokens / len(episodes),
                     "rollout/completions_per_s": len(episodes) / t_rollout,
                     "rollout/tokens_per_s": n_tokens / t_rollout,

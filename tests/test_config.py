@@ -53,11 +53,6 @@ def test_good_file_validates_and_overrides_apply(tmp_path):
         (GOOD.replace("env: {name: math}", "env: {levels: [1]}"), ["env.name"]),
         (GOOD + "optimizer: {name: sgd}\n", ["optimizer.name", "'muonclip'"]),
         (GOOD.replace("env: {name: math}", "env: {name: math, levels: [5], fixed_width: true}"), ["env.fixed_width", "levels [1, 2, 3]"]),
-        (GOOD + "algorithm: {token_credit: true}\n", ["algorithm.token_credit", "fixed_width"]),
-        (
-            GOOD.replace("env: {name: math}", "env: {name: math, fixed_width: true}") + "algorithm: {token_credit: true, advantage: rloo}\n",
-            ["algorithm.token_credit", "advantage: grpo"],
-        ),
     ],
 )
 def test_bad_values_name_the_key(tmp_path, capsys, text, needles):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -153,27 +152,3 @@ def test_code_env_trains_through_the_sandbox(tmp_path, ray_session):
     verdicts = [__import__("json").loads(r["verdict"]) for r in rows]
     assert all("reason" in v for v in verdicts)
     assert history(run_dir, "time/step_s") == [1, 2]
-
-
-def test_token_credit_trains_per_digit(tmp_path, ray_session):
-    text = TINY.format(runs=tmp_path / "runs")
-    text = text.replace("env: {name: math, levels: [1], eval_size: 16}", "env: {name: math, levels: [1, 2], eval_size: 8, fixed_width: true}")
-    text = text.replace("max_new_tokens: 4", "max_new_tokens: 6").replace("algorithm: {dynamic_sampling: false}", "algorithm: {token_credit: true}")
-    text = text.replace("outcome: {weight: 1.0}", "outcome: {weight: 1.0, params: {partial_credit: true}}")
-    text = text.replace("train: {steps: 4,", "train: {steps: 2,").replace("examples: 2048", "examples: 512")
-    exp = tmp_path / "digits.yaml"
-    exp.write_text(text)
-    run_dir = tmp_path / "runs" / "digits"
-    assert main(["train", str(exp), "--run-dir", str(run_dir)]) == 0
-    assert history(run_dir, "time/step_s") == [1, 2]
-    rows = [r for s in (1, 2) for r in pq.read_table(run_dir / "episodes" / f"step_{s:06d}.parquet").to_pylist()]
-    assert len(rows) == 32
-    # an episode's logged advantage is the mean of its token advantages: finite, and zero for
-    # every member of a group whose answers agree character for character
-    by_group: dict[tuple, list] = {}
-    for r in rows:
-        by_group.setdefault((r["step"], r["group"]), []).append(r)
-    for members in by_group.values():
-        assert all(math.isfinite(r["advantage"]) for r in members)
-        if len({r["completion"] for r in members}) == 1:
-            assert all(r["advantage"] == 0.0 for r in members)

@@ -81,16 +81,3 @@ def aligned_digit_credit(text: str, target: str) -> float:
     if not target:
         return 0.0
     return sum(a == b for a, b in zip(line, target)) / max(len(line), len(target))
-
-
-def aligned_char_credit(text: str, target: str) -> tuple[float, ...]:
-    """Per character of `text`: 1.0 where the first line's answer has `target`'s character at the
-    same position, else 0.0 (a wrong digit, a character beyond the target, whitespace, anything
-    after the first line). `aligned_digit_credit` is the same comparison summed into one share."""
-    line = text.split("\n", 1)[0]
-    start = len(line) - len(line.lstrip())
-    answer = line.strip()
-    credit = [0.0] * len(text)
-    for j, ch in enumerate(answer[: len(target)]):
-        credit[start + j] = 1.0 if ch == target[j] else 0.0
-    return tuple(credit)

@@ -7,7 +7,7 @@ from fractions import Fraction
 import numpy as np
 
 from envs.base import Task, Verdict
-from envs.math.answer import aligned_char_credit, aligned_digit_credit, answers_equal
+from envs.math.answer import aligned_digit_credit, answers_equal
 from envs.math.generator import FIXED_WIDTH_LEVELS, LEVELS, format_fixed_width, format_number, make_problem
 from envs.split import HeldoutSplit, HeldoutStream, stable_hash
 
@@ -67,19 +67,11 @@ class MathEnv:
         passed, parsed = answers_equal(completion, expected)
         reason = "correct" if passed else ("wrong answer" if parsed else "unreadable answer")
         score = 1.0 if passed else 0.0
-        credit = None
-        if self.width is not None:
-            target = format_fixed_width(expected, self.width)
-            if passed:  # every right answer is right in full, padded or not ("59" for "+0059")
-                credit = (1.0,) * len(completion)
-            elif parsed:
-                # a wrong fixed-width answer scores the share of digits in place: always below 1,
-                # so only the exact value earns the full reward (`outcome` uses it with partial_credit)
-                score = aligned_digit_credit(completion, target)
-                credit = aligned_char_credit(completion, target)
-            else:
-                credit = (0.0,) * len(completion)
-        return Verdict(passed=passed, score=score, parsed=parsed, reason=reason, char_credit=credit)
+        if parsed and not passed and self.width is not None:
+            # a wrong fixed-width answer scores the share of digits in place: always below 1, so
+            # only the exact value earns the full reward (`outcome` uses it with partial_credit)
+            score = aligned_digit_credit(completion, format_fixed_width(expected, self.width))
+        return Verdict(passed=passed, score=score, parsed=parsed, reason=reason)
 
     def oracle(self, task: Task) -> str:
         if self.width is not None:

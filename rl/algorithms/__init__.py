@@ -2,10 +2,9 @@
 
 from rl.algorithms import advantages as _advantages  # noqa: F401  (registers estimators)
 from rl.algorithms.advantages import dr_grpo, grpo, rloo
-from rl.algorithms.dynamic_sampling import group_has_signal, nonzero_variance_groups
+from rl.algorithms.dynamic_sampling import nonzero_variance_groups
 from rl.algorithms.losses import aggregate, entropy_from_logits, kl_penalty, ppo_clip, tis_weights, token_logprobs
 from rl.algorithms.registry import get_advantage, get_policy_loss, register_advantage, register_policy_loss
-from rl.algorithms.token_advantages import position_grpo
 
 __all__ = [
     "aggregate",
@@ -14,10 +13,8 @@ __all__ = [
     "get_advantage",
     "get_policy_loss",
     "grpo",
-    "group_has_signal",
     "kl_penalty",
     "nonzero_variance_groups",
-    "position_grpo",
     "ppo_clip",
     "register_advantage",
     "register_policy_loss",

@@ -13,12 +13,3 @@ def nonzero_variance_groups(rewards: torch.Tensor, group_ids: torch.Tensor, tol:
     hi = torch.full((g,), -torch.inf, dtype=torch.float64).scatter_reduce(0, inv, r, "amax")
     lo = torch.full((g,), torch.inf, dtype=torch.float64).scatter_reduce(0, inv, r, "amin")
     return (hi - lo)[inv] > tol
-
-
-def group_has_signal(signal: torch.Tensor, group_ids: torch.Tensor) -> torch.Tensor:
-    """Bool [N]: True for samples whose group has any member with `signal` (e.g. a nonzero
-    token advantage); the per-token counterpart of `nonzero_variance_groups`."""
-    _, inv = torch.unique(group_ids, return_inverse=True)
-    g = int(inv.max()) + 1 if inv.numel() else 0
-    any_signal = torch.zeros(g, dtype=torch.float64).index_add_(0, inv, signal.double())
-    return any_signal[inv] > 0
