@@ -59,23 +59,21 @@ def verify_batch(env: Env, tasks: list, completions: list[str], workers: int = 1
         except Exception as e:  # a crashed checker is a fault of ours, not a reason to lose the step
             return Verdict(passed=False, score=0.0, parsed=False, reason=f"verifier error: {type(e).__name__}: {e}", details={VERIFIER_ERROR: True})
 
-    first: dict[tuple, int] = {}
-    for i, (t, c) in enumerate(zip(tasks, completions)):
-        first.setdefault((t.id, t.prompt, c), i)
-    unique = sorted(first.values())
+    keys = [(t.id, t.prompt, c) for t, c in zip(tasks, completions)]
+    first: dict[tuple, int] = {}  # distinct pair -> index of its first occurrence, in batch order
+    for i, k in enumerate(keys):
+        first.setdefault(k, i)
+    todo = list(first.values())
     if workers <= 1 or not getattr(env, "parallel_verify", False):
-        checked = [check(tasks[i], completions[i]) for i in unique]
+        checked = [check(tasks[i], completions[i]) for i in todo]
     else:
         from concurrent.futures import ThreadPoolExecutor
 
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            checked = list(pool.map(check, [tasks[i] for i in unique], [completions[i] for i in unique]))
-    by_index = dict(zip(unique, checked))
-    out = []
-    for i, (t, c) in enumerate(zip(tasks, completions)):
-        v = by_index[first[(t.id, t.prompt, c)]]
-        out.append(v if first[(t.id, t.prompt, c)] == i else replace(v, details=dict(v.details)))  # duplicates get their own copy
-    return out
+            checked = list(pool.map(check, [tasks[i] for i in todo], [completions[i] for i in todo]))
+    verdict_of = dict(zip(first, checked))
+    # a duplicate gets its own copy, so annotating one verdict never changes another
+    return [verdict_of[k] if first[k] == i else replace(verdict_of[k], details=dict(verdict_of[k].details)) for i, k in enumerate(keys)]
 
 
 VERIFIER_ERROR = "verifier_error"
