@@ -35,6 +35,43 @@ def test_heldout_holds_out_constants_of_seen_templates(env):
     assert {template(t) for t in heldout} <= seen
 
 
+def _passes(prompt: str, body: str, tests: list[str]) -> bool:
+    # our own reference bodies, not model output: safe to run in-process
+    scope: dict = {}
+    exec(prompt + body, scope)
+    try:
+        for t in tests:
+            exec(t, scope)
+    except AssertionError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("level", sorted(LEVELS))
+def test_a_constant_off_by_one_fails_the_tests(level):
+    """The tests pin the constant: `x + 34` for `add_33`, `xs[:9]` for `first_7` must fail."""
+    import re
+
+    from envs.code.generator import make_task
+
+    rng = np.random.default_rng(level)
+    checked = 0
+    for _ in range(300):
+        prompt, body, tests, entry = make_task(level, rng)
+        assert _passes(prompt, body, tests), prompt
+        k = re.search(r"\d+", entry)
+        if k is None:
+            continue
+        sign = -1 if "minus_" in entry else 1
+        value = sign * int(k.group())
+        for wrong in (value - 1, value + 1):
+            mutated = re.sub(rf"(?<![\d-]){re.escape(str(value))}(?!\d)", str(wrong), body)
+            assert mutated != body, (entry, body)
+            assert not _passes(prompt, mutated, tests), (entry, mutated, tests)
+        checked += 1
+    assert checked > 150
+
+
 def test_sampling_determinism_and_heldout_split(env):
     a = env.sample(20, np.random.default_rng(1))
     assert a == env.sample(20, np.random.default_rng(1))
