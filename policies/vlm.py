@@ -55,10 +55,24 @@ def add_image_token(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizerBa
     return tokenizer
 
 
+def build_image_processor(image_size: int) -> SiglipImageProcessorPil:
+    """SigLIP resizing, with white mapped to 0 (mean 1, std 0.5; colours land in [-2, 0]).
+
+    The rendered scenes are mostly white background. SigLIP's own normalisation (mean 0.5) maps
+    white to +1, so every background patch embeds to one large shared vector (on the default
+    tower: norm 7.5 shared by all 36 patches against 3.3 that depends on the image) that swamps
+    the position embeddings; the policy then cannot tell where or how many shapes there are and
+    answers from the question alone. With white at 0 a small SFT learns to count (level-1 counting
+    26-42% -> 74-88% after 300 steps, 3 seeds).
+    """
+    return SiglipImageProcessorPil(
+        size={"height": image_size, "width": image_size}, image_mean=[1.0, 1.0, 1.0], image_std=[0.5, 0.5, 0.5]
+    )
+
+
 def build_processor(tokenizer: PreTrainedTokenizerBase, image_size: int, patch_size: int) -> LlavaProcessor:
-    image_processor = SiglipImageProcessorPil(size={"height": image_size, "width": image_size})
     return LlavaProcessor(
-        image_processor=image_processor,
+        image_processor=build_image_processor(image_size),
         tokenizer=add_image_token(tokenizer),
         patch_size=patch_size,
         vision_feature_select_strategy="full",  # SigLIP has no CLS token to drop

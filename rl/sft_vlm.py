@@ -29,8 +29,13 @@ def demo_tasks(env: Env, n: int, seed: int) -> list[Task]:
 
 
 def vlm_sft_cache_dir(cfg: ExperimentConfig, env: Env) -> Path:
-    """Keyed by the settings and by sample demonstrations, images included."""
+    """Keyed by the settings, the image processor's normalisation and sample demonstrations, images
+    included: a policy trained on differently normalised pixels must not be reused."""
+    from policies.vlm import build_image_processor
+
     h = hashlib.sha256(cfg.fingerprint("policy", "env", "sft").encode())
+    if not cfg.policy.path:
+        h.update(build_image_processor(cfg.policy.vision.image_size).to_json_string().encode())
     for t in demo_tasks(env, 32, cfg.run.seed):
         h.update(t.prompt.encode() + env.oracle(t).encode() + b"".join(t.images))
     return Path(cfg.run.runs_dir) / "sft-cache" / f"{cfg.env.name}-vlm-{h.hexdigest()[:12]}-seed{cfg.run.seed}"

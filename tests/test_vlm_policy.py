@@ -215,3 +215,31 @@ def test_episode_images_survive_parquet_and_json_records(tasks, tmp_path):
     back = read_parquet(write_parquet([e], tmp_path / "s.parquet"))[0]
     assert back.images == list(tasks[0].images) and back == e
     assert e.json_record()["images"] == [hashlib.sha256(tasks[0].images[0]).hexdigest()]
+
+
+def test_white_background_normalises_to_zero():
+    """The scenes are mostly white: white must embed as nothing, not as one large shared vector."""
+    from PIL import Image
+
+    from policies.vlm import build_image_processor
+
+    proc = build_image_processor(48)
+    white = Image.new("RGB", (48, 48), (255, 255, 255))
+    black = Image.new("RGB", (48, 48), (0, 0, 0))
+    pv = proc([white, black], return_tensors="pt")["pixel_values"]  # [2, 3, 48, 48]
+    assert pv.shape == (2, 3, 48, 48)
+    assert torch.allclose(pv[0], torch.zeros_like(pv[0]), atol=1e-6)
+    assert torch.allclose(pv[1], torch.full_like(pv[1], -2.0), atol=1e-6)
+
+
+def test_vlm_sft_cache_key_covers_the_image_normalisation(tmp_path, monkeypatch):
+    import policies.vlm as vlm
+    from rl.sft_vlm import vlm_sft_cache_dir
+
+    cfg = load_config("experiments/vision.yaml", [f"run.runs_dir={tmp_path}"])
+    env = VisionEnv(levels=(1,), eval_size=4)
+    before = vlm_sft_cache_dir(cfg, env)
+    assert before == vlm_sft_cache_dir(cfg, env)
+    plain = vlm.SiglipImageProcessorPil
+    monkeypatch.setattr(vlm, "build_image_processor", lambda size: plain(size={"height": size, "width": size}))
+    assert vlm_sft_cache_dir(cfg, env) != before
