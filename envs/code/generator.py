@@ -45,8 +45,14 @@ def _word(rng):
 
 
 def _nonzero(rng, lo=-99, hi=99):
+    """An int in [lo, hi] other than 0 (0 is drawn as hi): `x * 41` and `x * 40` agree at 0."""
     v = int(rng.integers(lo, hi))
     return v if v != 0 else hi
+
+
+def _near_multiple(rng, k):
+    """A nonzero multiple of k, or one plus a remainder: half the answers are True."""
+    return k * _nonzero(rng, -9, 9) + int(rng.integers(0, 2)) * int(rng.integers(1, k))
 
 
 def _signed(name: str, k: int) -> str:
@@ -63,7 +69,7 @@ def _level1(rng) -> Spec:
     if kind == 2:
         return Spec(
             f"is_multiple_of_{k}", "x", f"Return True if x is a multiple of {k}.", f"    return x % {k} == 0\n",
-            lambda x: x % k == 0, lambda r: (k * _nonzero(r, -9, 9) + int(r.integers(0, 2)) * int(r.integers(1, k)),), edges=((k,), (k + 1,)),
+            lambda x: x % k == 0, lambda r: (_near_multiple(r, k),), edges=((k,), (k + 1,)),
         )
     return Spec(
         f"at_most_{k}", "x", f"Return x, but never more than {k}.", f"    return min(x, {k})\n",
@@ -80,20 +86,18 @@ def _level2(rng) -> Spec:
             f"    return sum(1 for x in xs if x > {t})\n", lambda xs: sum(1 for x in xs if x > t),
             lambda r: (_ints(r, t - 20, t + 20),), edges=(([t, t + 1, t - 5],),),
         )
+    k = int(rng.integers(2, 10))
     if kind == 1:
-        k = int(rng.integers(2, 10))
         return Spec(
             f"multiples_of_{k}", "xs", f"Return the items of xs that are multiples of {k}, in order.",
             f"    return [x for x in xs if x % {k} == 0]\n", lambda xs: [x for x in xs if x % k == 0],
             lambda r: ([k * int(m) for m in r.integers(-5, 6, size=3)] + _ints(r, -5 * k, 5 * k, most=4),), edges=(([k, k + 1, 2 * k],),),
         )
     if kind == 2:
-        k = int(rng.integers(2, 10))
         return Spec(
             f"sum_plus_{k}", "xs", f"Return the sum of the items of xs plus {k}.",
             f"    return sum(xs) + {k}\n", lambda xs: sum(xs) + k, lambda r: (_ints(r),),
         )
-    k = int(rng.integers(2, 10))
     return Spec(
         f"first_{k}", "xs", f"Return the first {k} items of xs (all of them if there are fewer).",
         f"    return xs[:{k}]\n", lambda xs: xs[:k], lambda r: (_ints(r, most=12),), edges=((list(range(1, k + 3)),),),
