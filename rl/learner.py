@@ -21,6 +21,7 @@ from rl.algorithms.sampler_mismatch import MismatchMeter
 from rl.batch import TrainBatch
 from rl.config import ExperimentConfig
 from rl.optim import build_optimizer, qk_clip
+from rl.optim.schedule import set_lr_factor
 from rl.sampled_vocab import SampledVocab
 
 
@@ -44,6 +45,12 @@ class Learner:
             self.ref_model = copy.deepcopy(model).eval().requires_grad_(False)
         self.temperature = cfg.rollout.temperature or 1.0
         self.vocab = SampledVocab(model)
+        # captured before any checkpoint load: a restored optimizer carries the scaled lr of its last step
+        self.base_lrs = [g["lr"] for g in self.optimizer.param_groups]
+
+    def set_lr_factor(self, factor: float) -> None:
+        """Scale every parameter group's lr to `factor` x its configured value (the LR schedule)."""
+        set_lr_factor(self.optimizer.param_groups, self.base_lrs, factor)
 
     def _logprobs(self, model: PreTrainedModel, batch: TrainBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-token log-probs (with grad) and entropies of the completion-predicting positions."""

@@ -42,6 +42,7 @@ from rl.config import ExperimentConfig, to_yaml
 from rl.console import Console
 from rl.evaluate import evaluate
 from rl.learner import Learner
+from rl.optim.schedule import lr_factor, run_progress
 from rl.placement import place_roles, worker_nodes
 from rl.rollout_choice import choose_rollout
 from rl.rollout_pipeline import RolloutPipeline
@@ -73,10 +74,11 @@ def train(cfg: ExperimentConfig, run_dir: Path, *, resume: bool = False) -> dict
     model, tokenizer = build_policy(policy_cfg, seed=cfg.run.seed)
     processor = processor_for(policy_cfg, tokenizer)  # None for a text-only policy
     learner = Learner(model, cfg)
-    start_step = 0
+    start_step, rl_wall_before = 0, 0.0
     ckpt = latest_checkpoint(run_dir) if resume else None
     if ckpt is not None:
-        start_step = load_checkpoint(ckpt, model, learner.optimizer)["step"]
+        restored = load_checkpoint(ckpt, model, learner.optimizer)
+        start_step, rl_wall_before = restored["step"], float(restored["extra"].get("rl_wall_s", 0.0))
         console.log(f"resumed from {ckpt} (step {start_step})")
 
     workers = _start_ray_and_workers(cfg, policy_cfg, console)
@@ -121,7 +123,7 @@ def train(cfg: ExperimentConfig, run_dir: Path, *, resume: bool = False) -> dict
     if start_step == 0:
         last_eval = run_eval(0)
         tracker.log_metrics(last_eval, 0)
-    rl_t0 = time.perf_counter()
+    rl_t0 = time.perf_counter() - rl_wall_before  # a resumed run keeps its time budget and LR schedule position
     step = start_step
     console.start(total=cfg.train.steps, completed=start_step)
     try:
@@ -147,8 +149,12 @@ def train(cfg: ExperimentConfig, run_dir: Path, *, resume: bool = False) -> dict
             for e, a in zip(episodes, advantages.tolist()):
                 e.advantage = a
 
-            # 5. learner step (skipped when no group carries signal)
-            metrics: dict[str, float] = {}
+            # 5. learner step (skipped when no group carries signal), at the scheduled lr
+            o = cfg.optimizer
+            progress = run_progress(step - 1, cfg.train.steps, time.perf_counter() - rl_t0, cfg.train.max_minutes)
+            lr_scale = lr_factor(o.schedule, progress, step, warmup_steps=o.warmup_steps, min_ratio=o.min_lr_ratio)
+            learner.set_lr_factor(lr_scale)
+            metrics: dict[str, float] = {"learner/lr_factor": lr_scale}
             kept = [e for e, k in zip(episodes, keep.tolist()) if k]
             if kept:
                 batch = build_batch(kept, [e.advantage for e in kept], tokenizer.pad_token_id, getattr(processor, "image_processor", None))
@@ -186,7 +192,11 @@ def train(cfg: ExperimentConfig, run_dir: Path, *, resume: bool = False) -> dict
             tracker.log_metrics(metrics, step)
             console.advance(step, reward=metrics["reward/mean"], pass_rate=metrics["train/pass_rate"], heldout=last_eval.get("eval/pass_at_1"))
             if final or (cfg.checkpoint.every and step % cfg.checkpoint.every == 0):
-                save_checkpoint(run_dir, step, model, learner.optimizer, {"mlflow_run_id": tracker.run_id}, keep=cfg.checkpoint.keep)
+                save_checkpoint(
+                    run_dir, step, model, learner.optimizer,
+                    {"mlflow_run_id": tracker.run_id, "rl_wall_s": time.perf_counter() - rl_t0},
+                    keep=cfg.checkpoint.keep,
+                )
             if out_of_time:
                 console.log(f"stopping after step {step}: train.max_minutes={cfg.train.max_minutes} reached")
                 break

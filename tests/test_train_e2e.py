@@ -23,7 +23,7 @@ rewards:
   outcome: {{weight: 1.0}}
   format: {{weight: {{kind: linear, start: 0.5, end: 0.0, end_step: 4}}}}
 algorithm: {{dynamic_sampling: false}}
-optimizer: {{lr: 3.0e-3, adamw_lr: 3.0e-4}}
+optimizer: {{lr: 3.0e-3, adamw_lr: 3.0e-4, warmup_steps: 4}}
 train: {{steps: 4, tasks_per_step: 4, eval_every: 2}}
 tracking: {{progress: false}}
 checkpoint: {{every: 2}}
@@ -78,6 +78,11 @@ def test_train_then_resume_matches_straight_run(tmp_path, ray_session):
     assert main(["train", "--resume", str(split), "train.steps=4"]) == 0
     assert (split / "mlflow_run_id").read_text() == run_id
     assert history(split, "time/step_s") == [1, 2, 3, 4]
+    # the warm-up continues where it stopped: the restored optimizer's lr (half the base at step 2)
+    # must not become the new base
+    client = MlflowClient(default_uri(tmp_path / "runs"))
+    factors = sorted((m.step, m.value) for m in client.get_metric_history(run_id, "learner/lr_factor"))
+    assert factors == [(1, 0.25), (2, 0.5), (3, 0.75), (4, 1.0)]
     a, b = final_weights(straight), final_weights(split)
     assert a.keys() == b.keys()
     for k in a:
