@@ -153,12 +153,29 @@ class EnvConfig(Section):
     levels: list[int] = Field(
         [1, 2, 3], min_length=1, description="Difficulty levels to sample from (math: 1-6, code: 1-3, prover: 1-3, swarm: task width 1-8, vision: 1-3)."
     )
+    level_weights: dict[int, float] | None = Field(
+        None,
+        description="Training mix by level, e.g. `{1: 0.25, 2: 1, 3: 1}` (levels not listed weigh 1); evaluation keeps the uniform mix. Empty: levels equally often.",
+    )
     eval_size: int = Field(256, ge=1, description="Held-out problems used for evaluation; training never samples them.")
     heldout_fraction: float = Field(0.1, gt=0, lt=1, description="Share of the problem space reserved for held-out evaluation.")
     fixed_width: bool = Field(
         False,
         description="math levels 1-3 only: operands zero-padded to the highest level's width and oracle answers signed and padded (`042+017=` → `+0059`); same values and verifier, a layout small models learn far faster.",
     )
+
+    @model_validator(mode="after")
+    def _weights_name_levels(self) -> "EnvConfig":
+        if self.level_weights is None:
+            return self
+        stray = sorted(set(self.level_weights) - set(self.levels))
+        if stray:
+            raise ValueError(f"level_weights names level(s) {stray} that are not in levels {self.levels}")
+        if any(w < 0 for w in self.level_weights.values()):
+            raise ValueError("level_weights must be >= 0")
+        if not any(self.level_weights.get(lv, 1.0) > 0 for lv in self.levels):
+            raise ValueError("level_weights gives every level weight 0: nothing to train on")
+        return self
 
 
 class SandboxConfig(Section):
@@ -231,6 +248,12 @@ class OptimizerConfig(Section):
         description="Clip on max logits measured again after the update (one extra forward pass per step): the step's batch ends at or under tau even when one update raises the logits a lot; off: clip on the logits of the step's own forward pass (Kimi K2).",
     )
     grad_clip: float = Field(1.0, ge=0, description="Global gradient-norm clip (0: off).")
+    schedule: Literal["constant", "linear", "cosine"] = Field(
+        "constant",
+        description="LR decay over the run (both optimizers), following its progress: the larger of the share of the steps done and of the time cap (`max_minutes`) spent.",
+    )
+    warmup_steps: int = Field(0, ge=0, description="Steps of linear LR warm-up from 0 before the schedule (0: none).")
+    min_lr_ratio: float = Field(0.0, ge=0, le=1, description="LR at the end of the run as a share of the base LR (`linear`/`cosine`).")
 
 
 class TrainConfig(Section):
@@ -312,10 +335,16 @@ class ExperimentConfig(Section):
             raise ValueError(f"env.fixed_width is for env math with levels {list(FIXED_WIDTH_LEVELS)} (got env {self.env.name!r}, levels {self.env.levels}): drop it or the other levels")
         return self
 
-    def fingerprint(self, *sections: str) -> str:
-        """A short content hash of the named sections (e.g. the SFT cache key)."""
-        data = {s: getattr(self, s).model_dump(mode="json") for s in sections}
+    def fingerprint(self, *sections: str, exclude: dict[str, set[str]] | None = None) -> str:
+        """A short content hash of the named sections (e.g. the SFT cache key), less the `exclude`d keys of each."""
+        exclude = exclude or {}
+        data = {s: getattr(self, s).model_dump(mode="json", exclude=exclude.get(s)) for s in sections}
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
+
+    def sft_fingerprint(self) -> str:
+        """The settings an SFT bootstrap depends on. The training mix by level is an RL setting
+        (demonstrations come from the env's own sampler), so it never invalidates a cached policy."""
+        return self.fingerprint("policy", "env", "sft", exclude={"env": {"level_weights"}})
 
 
 # ----------------------------------------------------------------------------- loading

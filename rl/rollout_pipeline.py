@@ -32,6 +32,7 @@ import numpy as np
 from envs.base import Task
 from rl.rollout_choice import PARL_ENVS, Rollout
 from rl.staleness import staleness_metrics, too_stale
+from rl.task_sampling import sample_tasks
 from rollout.engines.base import SamplingParams
 from rollout.episode import Episode
 
@@ -90,6 +91,6 @@ class RolloutPipeline:
     def _generate(self, step: int, tokenizer) -> RolloutBatch:
         t0 = time.perf_counter()
         c = self.cfg
-        tasks = self.env.sample(c.train.tasks_per_step, np.random.default_rng([c.run.seed, step]))
+        tasks = sample_tasks(self.env, c.train.tasks_per_step, np.random.default_rng([c.run.seed, step]), c.env.level_weights)
         episodes = self.rollout.run(self.workers, tasks, tokenizer, self.params, group_size=c.rollout.group_size, seed=c.run.seed * 100_003 + step, step=step)
         return RolloutBatch(step, tasks, episodes, time.perf_counter() - t0)

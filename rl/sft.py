@@ -24,7 +24,7 @@ def sft_cache_dir(cfg: ExperimentConfig, env: Env) -> Path:
     """Keyed by the settings and by the demonstrations themselves: a change to an env's generator
     must not reuse a policy trained on the old tasks."""
     sample = json.dumps(demonstrations(env, 32, cfg.run.seed), sort_keys=True)
-    key = hashlib.sha256((cfg.fingerprint("policy", "env", "sft") + sample).encode()).hexdigest()[:12]
+    key = hashlib.sha256((cfg.sft_fingerprint() + sample).encode()).hexdigest()[:12]
     return Path(cfg.run.runs_dir) / "sft-cache" / f"{cfg.env.name}-{key}-seed{cfg.run.seed}"
 
 

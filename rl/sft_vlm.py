@@ -33,7 +33,7 @@ def vlm_sft_cache_dir(cfg: ExperimentConfig, env: Env) -> Path:
     included: a policy trained on differently normalised pixels must not be reused."""
     from policies.vlm import build_image_processor
 
-    h = hashlib.sha256(cfg.fingerprint("policy", "env", "sft").encode())
+    h = hashlib.sha256(cfg.sft_fingerprint().encode())
     if not cfg.policy.path:
         h.update(build_image_processor(cfg.policy.vision.image_size).to_json_string().encode())
     for t in demo_tasks(env, 32, cfg.run.seed):
