@@ -60,7 +60,9 @@ def _signed(name: str, k: int) -> str:
 
 
 def _level1(rng) -> Spec:
-    k = int(rng.integers(2, 51))
+    # ~4000 distinct prompts: far more than an SFT run repeats, so the policy learns to copy the
+    # constant instead of recalling prompts (with k < 51, held-out 19-29% against 50-75% trained)
+    k = int(rng.integers(2, 1000))
     kind = int(rng.integers(0, 4))
     if kind == 0:
         return Spec(f"add_{k}", "x", f"Return x plus {k}.", f"    return x + {k}\n", lambda x: x + k, lambda r: (_nonzero(r),))
@@ -80,13 +82,13 @@ def _level1(rng) -> Spec:
 def _level2(rng) -> Spec:
     kind = int(rng.integers(0, 4))
     if kind == 0:
-        t = int(rng.integers(-20, 21))
+        t = int(rng.integers(-99, 100))
         return Spec(
             _signed("count_above_", t), "xs", f"Return how many items of xs are greater than {t}.",
             f"    return sum(1 for x in xs if x > {t})\n", lambda xs: sum(1 for x in xs if x > t),
             lambda r: (_ints(r, t - 20, t + 20),), edges=(([t, t + 1, t - 5],),),
         )
-    k = int(rng.integers(2, 10))
+    k = int(rng.integers(2, {1: 100, 2: 1000, 3: 10}[kind]))
     if kind == 1:
         return Spec(
             f"multiples_of_{k}", "xs", f"Return the items of xs that are multiples of {k}, in order.",
@@ -107,7 +109,7 @@ def _level2(rng) -> Spec:
 def _level3(rng) -> Spec:
     kind = int(rng.integers(0, 3))
     if kind == 0:
-        k = int(rng.integers(-9, 10))
+        k = int(rng.integers(-99, 100))
         return Spec(
             _signed("running_max_from_", k), "xs", f"Return a list whose i-th item is the largest of {k} and xs[0..i].",
             f"    out = []\n    m = {k}\n    for x in xs:\n        m = max(m, x)\n        out.append(m)\n    return out\n",
