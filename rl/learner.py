@@ -21,7 +21,7 @@ from rl.algorithms.sampler_mismatch import MismatchMeter
 from rl.batch import TrainBatch
 from rl.config import ExperimentConfig
 from rl.optim import build_optimizer, qk_clip
-from rl.optim.schedule import set_lr_factor
+from rl.optim.schedule import lr_factor, set_lr_factor
 from rl.sampled_vocab import SampledVocab
 
 
@@ -49,8 +49,15 @@ class Learner:
         self.base_lrs = [g["lr"] for g in self.optimizer.param_groups]
 
     def set_lr_factor(self, factor: float) -> None:
-        """Scale every parameter group's lr to `factor` x its configured value (the LR schedule)."""
+        """Scale every parameter group's lr to `factor` x its configured value."""
         set_lr_factor(self.optimizer.param_groups, self.base_lrs, factor)
+
+    def schedule_lr(self, step: int, progress: float) -> float:
+        """Set the lr of update `step` at run `progress` (`optimizer.schedule`); returns the factor."""
+        o = self.cfg.optimizer
+        factor = lr_factor(o.schedule, progress, step, warmup_steps=o.warmup_steps, min_ratio=o.min_lr_ratio)
+        self.set_lr_factor(factor)
+        return factor
 
     def _logprobs(self, model: PreTrainedModel, batch: TrainBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-token log-probs (with grad) and entropies of the completion-predicting positions."""

@@ -42,7 +42,7 @@ from rl.config import ExperimentConfig, to_yaml
 from rl.console import Console
 from rl.evaluate import evaluate
 from rl.learner import Learner
-from rl.optim.schedule import lr_factor, run_progress
+from rl.optim.schedule import run_progress
 from rl.placement import place_roles, worker_nodes
 from rl.rollout_choice import choose_rollout
 from rl.rollout_pipeline import RolloutPipeline
@@ -150,11 +150,8 @@ def train(cfg: ExperimentConfig, run_dir: Path, *, resume: bool = False) -> dict
                 e.advantage = a
 
             # 5. learner step (skipped when no group carries signal), at the scheduled lr
-            o = cfg.optimizer
             progress = run_progress(step - 1, cfg.train.steps, time.perf_counter() - rl_t0, cfg.train.max_minutes)
-            lr_scale = lr_factor(o.schedule, progress, step, warmup_steps=o.warmup_steps, min_ratio=o.min_lr_ratio)
-            learner.set_lr_factor(lr_scale)
-            metrics: dict[str, float] = {"learner/lr_factor": lr_scale}
+            metrics: dict[str, float] = {"learner/lr_factor": learner.schedule_lr(step, progress)}
             kept = [e for e, k in zip(episodes, keep.tolist()) if k]
             if kept:
                 batch = build_batch(kept, [e.advantage for e in kept], tokenizer.pad_token_id, getattr(processor, "image_processor", None))

@@ -78,3 +78,19 @@ def test_learner_scales_every_group_from_the_configured_lrs(name):
     assert [g["lr"] for g in restored.optimizer.param_groups] == pytest.approx([0.25 * lr for lr in configured])
     restored.set_lr_factor(0.5)
     assert [g["lr"] for g in restored.optimizer.param_groups] == pytest.approx([0.5 * lr for lr in configured])
+
+
+def test_learner_follows_the_configured_schedule():
+    cfg = validate_config(
+        {
+            "policy": {"hidden_size": 64, "num_layers": 1, "num_heads": 2, "head_dim": 32, "intermediate_size": 64},
+            "env": {"name": "math"},
+            "optimizer": {"lr": 1e-3, "adamw_lr": 1e-4, "schedule": "linear", "warmup_steps": 10, "min_lr_ratio": 0.2},
+        }
+    )
+    learner = Learner(build_policy(cfg.policy, seed=0)[0], cfg)
+    configured = list(learner.base_lrs)
+    assert learner.schedule_lr(5, 0.0) == pytest.approx(0.5)  # half-way through the warm-up
+    assert learner.schedule_lr(50, 0.5) == pytest.approx(0.2 + 0.8 * 0.5)
+    assert learner.schedule_lr(100, 1.0) == pytest.approx(0.2)
+    assert [g["lr"] for g in learner.optimizer.param_groups] == pytest.approx([0.2 * lr for lr in configured])
