@@ -43,9 +43,9 @@ def report(run_dir: Path) -> list[tuple[str, str]]:
                 return f"{wall[s] / 60:.1f} min (step {s})"
         return "not reached"
 
-    eval_n = cfg.env.eval_size
+    samples = cfg.train.eval_samples
     rows = [
-        ("held-out problems", f"{eval_n}"),
+        ("held-out problems", f"{cfg.env.eval_size}" + (f", {samples} samples each (pass@1 = their mean)" if samples > 1 else "")),
         ("pass@1 at SFT start", f"{start:.1%}"),
         (f"pass@1 after RL (step {last_step})", f"{end:.1%}"),
         ("gain", f"{(end - start) * 100:+.1f} points"),

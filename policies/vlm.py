@@ -158,6 +158,19 @@ def pixel_values(image_processor, images: list[bytes]) -> torch.Tensor:
     return image_processor([Image.open(io.BytesIO(b)).convert("RGB") for b in images], return_tensors="pt")["pixel_values"]
 
 
+def freeze_vision_tower(model: torch.nn.Module) -> int:
+    """Stop gradients into the vision tower (the projector and the LM still train); returns the
+    number of parameters frozen. The learner's backward pass then ends at the projector, and RL
+    noise cannot erode the features the SFT bootstrap learned to read."""
+    towers = [m for name, m in model.named_modules() if name.rsplit(".", 1)[-1] == "vision_tower"]
+    if not towers:
+        raise ValueError("optimizer.freeze_vision_tower: the policy has no vision tower (a text-only model); set it to false")
+    params = [p for t in towers for p in t.parameters()]
+    for p in params:
+        p.requires_grad_(False)
+    return sum(p.numel() for p in params)
+
+
 def unsampled_ids(model) -> list[int]:
     """Token ids a policy must never generate: a VLM's image placeholder (in a completion it
     would claim an image feature that does not exist). The engine masks them before sampling and

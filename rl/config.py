@@ -248,6 +248,9 @@ class OptimizerConfig(Section):
         description="Clip on max logits measured again after the update (one extra forward pass per step): the step's batch ends at or under tau even when one update raises the logits a lot; off: clip on the logits of the step's own forward pass (Kimi K2).",
     )
     grad_clip: float = Field(1.0, ge=0, description="Global gradient-norm clip (0: off).")
+    freeze_vision_tower: bool = Field(
+        False, description="VLM policies: RL leaves the vision tower's weights as the SFT bootstrap left them (the projector and the LM train)."
+    )
     schedule: Literal["constant", "linear", "cosine"] = Field(
         "constant",
         description="LR decay over the run (both optimizers), following its progress: the larger of the share of the steps done and of the time cap (`max_minutes`) spent.",
@@ -261,6 +264,9 @@ class TrainConfig(Section):
     tasks_per_step: int = Field(32, ge=1, description="Tasks sampled per step; completions per step = tasks_per_step * group_size.")
     eval_every: int = Field(20, ge=0, description="Held-out pass@1 every this many steps (0: only at start and end).")
     eval_temperature: float | None = Field(None, ge=0, description="Sampling temperature for evaluation; empty: rollout.temperature.")
+    eval_samples: int = Field(
+        1, ge=1, description="Samples per held-out task; pass@1 is their mean (same quantity as one sample, less noise; costs this many times the eval time)."
+    )
     max_minutes: float | None = Field(None, gt=0, description="Stop (after a final eval and checkpoint) when RL wall time exceeds this.")
 
 
@@ -327,6 +333,8 @@ class ExperimentConfig(Section):
     def _vision_needs_a_vlm(self) -> "ExperimentConfig":
         if self.env.name == "vision" and self.policy.arch != "llava" and not self.policy.path:
             raise ValueError("env.name 'vision' needs an image-reading policy: set policy.arch: llava (or policy.path to a VLM folder)")
+        if self.optimizer.freeze_vision_tower and self.policy.arch != "llava" and not self.policy.path:
+            raise ValueError(f"optimizer.freeze_vision_tower needs a VLM policy (policy.arch: llava), not {self.policy.arch!r}; set it to false")
         return self
 
     @model_validator(mode="after")

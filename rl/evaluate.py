@@ -1,4 +1,7 @@
-"""Held-out evaluation: sampled pass@1 on the env's evaluation split."""
+"""Held-out evaluation: sampled pass@1 on the env's evaluation split.
+
+With several samples per task, pass@1 is the mean over all of them: the same quantity as with
+one sample (the chance that one sample passes), measured with less noise."""
 
 from __future__ import annotations
 
@@ -12,13 +15,25 @@ from rollout.episode import Episode
 
 
 def evaluate(
-    workers: list, env: Env, tasks: list[Task], tokenizer, params: SamplingParams, seed: int, verify_workers: int = 1, rollout=None
+    workers: list,
+    env: Env,
+    tasks: list[Task],
+    tokenizer,
+    params: SamplingParams,
+    seed: int,
+    verify_workers: int = 1,
+    rollout=None,
+    samples: int = 1,
 ) -> tuple[dict[str, float], list[Episode]]:
-    """One sample per held-out task. Returns metrics (overall, per level, per task kind where the env
-    has kinds, mean verifier score, and the rollout's own metrics under `eval/`) and the episodes.
+    """`samples` completions per held-out task. Returns metrics (overall, per level, per task kind
+    where the env has kinds, mean verifier score, and the rollout's own metrics under `eval/`) and
+    the episodes, task-major: the samples of `tasks[i]` are `episodes[i * samples:(i + 1) * samples]`.
     `rollout`: an `rl.rollout_choice.Rollout` (default: single-turn `collect`)."""
+    if samples < 1:
+        raise ValueError(f"samples must be >= 1, got {samples}")
     run = rollout.run if rollout is not None else collect
-    episodes = run(workers, tasks, tokenizer, params, group_size=1, seed=seed, step=-1)
+    episodes = run(workers, tasks, tokenizer, params, group_size=samples, seed=seed, step=-1)
+    tasks = [t for t in tasks for _ in range(samples)]
     verdicts = verify_batch(env, tasks, [e.completion_text for e in episodes], verify_workers)
     by_level: dict[str, list[float]] = defaultdict(list)
     for task, ep, verdict in zip(tasks, episodes, verdicts):

@@ -30,6 +30,10 @@ class Learner:
         self.model = model
         self.cfg = cfg
         o = cfg.optimizer
+        if o.freeze_vision_tower:
+            from policies.vlm import freeze_vision_tower
+
+            freeze_vision_tower(model)
         self.optimizer = build_optimizer(
             model,
             name=o.name,

@@ -110,13 +110,23 @@ def train(cfg: ExperimentConfig, run_dir: Path, *, resume: bool = False) -> dict
     def run_eval(step: int) -> dict[str, float]:
         # The eval seed is fixed so that successive evaluations differ only by the policy.
         metrics, episodes = evaluate(
-            workers, env, eval_tasks, tokenizer, eval_params, seed=cfg.run.seed + 7_777_777, verify_workers=cfg.sandbox.workers, rollout=rollout
+            workers,
+            env,
+            eval_tasks,
+            tokenizer,
+            eval_params,
+            seed=cfg.run.seed + 7_777_777,
+            verify_workers=cfg.sandbox.workers,
+            rollout=rollout,
+            samples=cfg.train.eval_samples,
         )
         if cfg.tracking.sample_episodes and step > tracker.logged_until:
-            sample = [e.json_record() for e in episodes[: cfg.tracking.sample_episodes]]
+            first = episodes[:: cfg.train.eval_samples]  # one per task, as many tasks as possible
+            sample = [e.json_record() for e in first[: cfg.tracking.sample_episodes]]
             tracker.log_dict(sample, f"episodes/eval_step_{step:06d}.json")
-            log_sample_grid(tracker, run_dir, eval_tasks, episodes, step)
-        console.log(f"step {step}: held-out pass@1 {metrics['eval/pass_at_1']:.3f} on {len(eval_tasks)} problems")
+            log_sample_grid(tracker, run_dir, eval_tasks, first, step)
+        samples = f" x {cfg.train.eval_samples} samples" if cfg.train.eval_samples > 1 else ""
+        console.log(f"step {step}: held-out pass@1 {metrics['eval/pass_at_1']:.3f} on {len(eval_tasks)} problems{samples}")
         return metrics
 
     last_eval: dict[str, float] = {}

@@ -152,6 +152,45 @@ def test_learner_logprobs_equal_sampler_logprobs(cfg, vlm, tasks, chunked):
     assert not torch.allclose(lp_blind[m], lp[m], atol=1e-3)
 
 
+def test_frozen_vision_tower_stays_put_while_projector_and_lm_learn(cfg, tasks):
+    """`optimizer.freeze_vision_tower`: an RL update leaves every tower weight bit-identical, the
+    optimizer holds none of them, and the projector and the language model still move."""
+    model, tok = build_policy(cfg.policy, seed=3)
+    proc = processor_for(cfg.policy, tok)
+    eng = engine_for(model, tok, proc, batch_size=6)
+    prompts = [encode_prompt(None, t, proc) for t in tasks]
+    completions = eng.generate(prompts, SamplingParams(max_new_tokens=4, temperature=1.0), seed=5)
+    episodes = [
+        Episode(task_id=t.id, env="vision", prompt=t.prompt, prompt_ids=p["prompt_token_ids"], group=i, images=list(t.images),
+                turns=[Turn(role="assistant", text="", token_ids=c.token_ids, logprobs=c.logprobs, trainable=True)])
+        for i, (t, p, c) in enumerate(zip(tasks, prompts, completions))
+    ]
+    batch = build_batch(episodes, [1.0, -1.0] * (len(episodes) // 2), tok.pad_token_id, proc.image_processor)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    frozen_cfg = cfg.model_copy(update={"optimizer": cfg.optimizer.model_copy(update={"freeze_vision_tower": True})})
+    learner = Learner(model, frozen_cfg)
+    tower = {n for n, _ in model.named_parameters() if ".vision_tower." in f".{n}"}
+    assert tower and all(not p.requires_grad for n, p in model.named_parameters() if n in tower)
+    in_optimizer = {id(p) for g in learner.optimizer.param_groups for p in g["params"]}
+    assert not any(id(p) in in_optimizer for n, p in model.named_parameters() if n in tower)
+    learner.update(batch)
+    moved = {n for n, p in model.named_parameters() if not torch.equal(p.detach(), before[n])}
+    assert not moved & tower
+    assert any("multi_modal_projector" in n for n in moved) and any("language_model" in n for n in moved)
+
+
+def test_freezing_the_vision_tower_of_a_text_policy_is_a_config_error():
+    from policies.model import build_policy as build
+    from policies.vlm import freeze_vision_tower
+    from rl.config import ConfigError
+
+    with pytest.raises(ConfigError, match="optimizer.freeze_vision_tower"):
+        load_config("experiments/quickstart.yaml", ["optimizer.freeze_vision_tower=true"])
+    text_cfg = load_config("experiments/quickstart.yaml")
+    with pytest.raises(ValueError, match="no vision tower"):
+        freeze_vision_tower(build(text_cfg.policy)[0])
+
+
 def test_batch_without_image_processor_is_a_clear_error(vlm, tasks):
     _, tok, _ = vlm
     e = Episode(task_id="x", env="vision", prompt="", prompt_ids=[5, 6], images=list(tasks[0].images),
