@@ -52,6 +52,17 @@ def engine_for(model, tok, proc, batch_size=256):
     return HFEngine(model, tok.eos_token_id, tok.pad_token_id, batch_size, image_inputs=images)
 
 
+def sampled_episodes(model, tok, proc, tasks, *, max_new_tokens, seed, batch_size) -> list[Episode]:
+    """One episode per task, sampled at temperature 1 by the hf engine, with its image bytes."""
+    prompts = [encode_prompt(None, t, proc) for t in tasks]
+    completions = engine_for(model, tok, proc, batch_size).generate(prompts, SamplingParams(max_new_tokens=max_new_tokens, temperature=1.0), seed=seed)
+    return [
+        Episode(task_id=t.id, env="vision", prompt=t.prompt, prompt_ids=p["prompt_token_ids"], group=i, images=list(t.images),
+                turns=[Turn(role="assistant", text="", token_ids=c.token_ids, logprobs=c.logprobs, trainable=True)])
+        for i, (t, p, c) in enumerate(zip(tasks, prompts, completions))
+    ]
+
+
 def test_image_token_extends_the_text_vocabulary_without_moving_ids(vlm):
     _, tok, _ = vlm
     text = load_tokenizer()
@@ -127,14 +138,7 @@ def test_learner_logprobs_equal_sampler_logprobs(cfg, vlm, tasks, chunked):
     """At temperature 1 on a fresh batch the importance ratio is 1: the learner sees the same
     image tokens and pixel values the sampler saw."""
     model, tok, proc = vlm
-    eng = engine_for(model, tok, proc, batch_size=4)
-    prompts = [encode_prompt(None, t, proc) for t in tasks]
-    completions = eng.generate(prompts, SamplingParams(max_new_tokens=6, temperature=1.0), seed=11)
-    episodes = [
-        Episode(task_id=t.id, env="vision", prompt=t.prompt, prompt_ids=p["prompt_token_ids"], group=i, images=list(t.images),
-                turns=[Turn(role="assistant", text="", token_ids=c.token_ids, logprobs=c.logprobs, trainable=True)])
-        for i, (t, p, c) in enumerate(zip(tasks, prompts, completions))
-    ]
+    episodes = sampled_episodes(model, tok, proc, tasks, max_new_tokens=6, seed=11, batch_size=4)
     batch = build_batch(episodes, [1.0] * len(episodes), tok.pad_token_id, proc.image_processor)
     assert batch.pixel_values.shape == (len(tasks), 1, 3, 48, 48)
     learner = Learner(model, cfg.model_copy(update={"algorithm": cfg.algorithm.model_copy(update={"chunked_logprobs": chunked})}))
@@ -157,14 +161,7 @@ def test_frozen_vision_tower_stays_put_while_projector_and_lm_learn(cfg, tasks):
     optimizer holds none of them, and the projector and the language model still move."""
     model, tok = build_policy(cfg.policy, seed=3)
     proc = processor_for(cfg.policy, tok)
-    eng = engine_for(model, tok, proc, batch_size=6)
-    prompts = [encode_prompt(None, t, proc) for t in tasks]
-    completions = eng.generate(prompts, SamplingParams(max_new_tokens=4, temperature=1.0), seed=5)
-    episodes = [
-        Episode(task_id=t.id, env="vision", prompt=t.prompt, prompt_ids=p["prompt_token_ids"], group=i, images=list(t.images),
-                turns=[Turn(role="assistant", text="", token_ids=c.token_ids, logprobs=c.logprobs, trainable=True)])
-        for i, (t, p, c) in enumerate(zip(tasks, prompts, completions))
-    ]
+    episodes = sampled_episodes(model, tok, proc, tasks, max_new_tokens=4, seed=5, batch_size=6)
     batch = build_batch(episodes, [1.0, -1.0] * (len(episodes) // 2), tok.pad_token_id, proc.image_processor)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     frozen_cfg = cfg.model_copy(update={"optimizer": cfg.optimizer.model_copy(update={"freeze_vision_tower": True})})
