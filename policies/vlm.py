@@ -160,8 +160,8 @@ def pixel_values(image_processor, images: list[bytes]) -> torch.Tensor:
 
 def freeze_vision_tower(model: torch.nn.Module) -> int:
     """Stop gradients into the vision tower (the projector and the LM still train); returns the
-    number of parameters frozen. The learner's backward pass then ends at the projector, and RL
-    noise cannot erode the features the SFT bootstrap learned to read."""
+    number of parameters frozen. The learner's backward pass then ends at the projector, and the
+    image features stay the ones the SFT bootstrap taught the LM to read."""
     towers = [m for name, m in model.named_modules() if name.rsplit(".", 1)[-1] == "vision_tower"]
     if not towers:
         raise ValueError("optimizer.freeze_vision_tower: the policy has no vision tower (a text-only model); set it to false")
