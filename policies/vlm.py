@@ -158,17 +158,15 @@ def pixel_values(image_processor, images: list[bytes]) -> torch.Tensor:
     return image_processor([Image.open(io.BytesIO(b)).convert("RGB") for b in images], return_tensors="pt")["pixel_values"]
 
 
-def freeze_vision_tower(model: torch.nn.Module) -> int:
-    """Stop gradients into the vision tower (the projector and the LM still train); returns the
-    number of parameters frozen. The learner's backward pass then ends at the projector, and the
-    image features stay the ones the SFT bootstrap taught the LM to read."""
+def freeze_vision_tower(model: torch.nn.Module) -> None:
+    """Stop gradients into the vision tower (the projector and the LM still train). The learner's
+    backward pass then ends at the projector, and the image features stay the ones the SFT
+    bootstrap taught the LM to read."""
     towers = [m for name, m in model.named_modules() if name.rsplit(".", 1)[-1] == "vision_tower"]
     if not towers:
         raise ValueError("optimizer.freeze_vision_tower: the policy has no vision tower (a text-only model); set it to false")
-    params = [p for t in towers for p in t.parameters()]
-    for p in params:
-        p.requires_grad_(False)
-    return sum(p.numel() for p in params)
+    for tower in towers:
+        tower.requires_grad_(False)
 
 
 def unsampled_ids(model) -> list[int]:

@@ -125,8 +125,8 @@ def train(cfg: ExperimentConfig, run_dir: Path, *, resume: bool = False) -> dict
             sample = [e.json_record() for e in first[: cfg.tracking.sample_episodes]]
             tracker.log_dict(sample, f"episodes/eval_step_{step:06d}.json")
             log_sample_grid(tracker, run_dir, eval_tasks, first, step)
-        samples = f" x {cfg.train.eval_samples} samples" if cfg.train.eval_samples > 1 else ""
-        console.log(f"step {step}: held-out pass@1 {metrics['eval/pass_at_1']:.3f} on {len(eval_tasks)} problems{samples}")
+        per_task = f" x {cfg.train.eval_samples} samples" if cfg.train.eval_samples > 1 else ""
+        console.log(f"step {step}: held-out pass@1 {metrics['eval/pass_at_1']:.3f} on {len(eval_tasks)} problems{per_task}")
         return metrics
 
     last_eval: dict[str, float] = {}

@@ -177,7 +177,6 @@ def test_frozen_vision_tower_stays_put_while_projector_and_lm_learn(cfg, tasks):
 
 
 def test_freezing_the_vision_tower_of_a_text_policy_is_a_config_error():
-    from policies.model import build_policy as build
     from policies.vlm import freeze_vision_tower
     from rl.config import ConfigError
 
@@ -185,7 +184,7 @@ def test_freezing_the_vision_tower_of_a_text_policy_is_a_config_error():
         load_config("experiments/quickstart.yaml", ["optimizer.freeze_vision_tower=true"])
     text_cfg = load_config("experiments/quickstart.yaml")
     with pytest.raises(ValueError, match="no vision tower"):
-        freeze_vision_tower(build(text_cfg.policy)[0])
+        freeze_vision_tower(build_policy(text_cfg.policy)[0])
 
 
 def test_batch_without_image_processor_is_a_clear_error(vlm, tasks):
