@@ -220,6 +220,11 @@ class AlgorithmConfig(Section):
     )
     kl_coef: float = Field(0.0, ge=0, description="Weight of the KL penalty to the initial policy (0: no reference model).")
     kl_estimator: Literal["k1", "k2", "k3"] = Field("k3", description="KL estimator for the penalty.")
+    entropy_coef: float = Field(
+        0.0,
+        ge=0,
+        description="Entropy bonus: the loss minus this times the policy's mean token entropy (aggregated like `loss_agg`); keeps sampling diverse where groups would otherwise all give the same answer. 0: off.",
+    )
     dynamic_sampling: bool = Field(True, description="Drop groups whose rewards are all equal (zero advantage).")
     epochs: int = Field(1, ge=1, description="Passes of the learner over each rollout batch.")
     minibatch_size: int = Field(0, ge=0, description="Completions per optimizer step; 0: the whole batch is one step.")

@@ -16,7 +16,7 @@ from transformers import PreTrainedModel
 
 from kernels.logprob import chunked_logprobs
 from policies.qk_probe import probe_qk, read_max_logits
-from rl.algorithms import entropy_from_logits, get_policy_loss, tis_weights, token_logprobs
+from rl.algorithms import aggregate, entropy_from_logits, get_policy_loss, tis_weights, token_logprobs
 from rl.algorithms.sampler_mismatch import MismatchMeter
 from rl.batch import TrainBatch
 from rl.config import ExperimentConfig
@@ -123,6 +123,11 @@ class Learner:
                         kl_estimator=a.kl_estimator,
                         token_weights=weights,
                     )
+                if a.entropy_coef > 0:
+                    # the policy gradient sharpens every distribution it touches; the bonus slows that collapse
+                    bonus = aggregate(entropy, part.completion_mask, a.loss_agg, self.cfg.rollout.max_new_tokens)
+                    loss = loss - a.entropy_coef * bonus
+                    metrics["loss"] = float(loss.detach())
                 with torch.no_grad():
                     metrics["entropy"] = float((entropy * part.completion_mask).sum() / part.completion_mask.sum().clamp(min=1))
                 if not torch.isfinite(loss):

@@ -12,7 +12,7 @@ from rl.learner import Learner
 from rollout.episode import Episode, Turn
 
 
-def _batch(tokenizer, n: int, seed: int):
+def _batch(tokenizer, n: int, seed: int, advantages: list[float] | None = None):
     g = torch.Generator().manual_seed(seed)
     vocab = [i for i in range(len(tokenizer)) if i not in (tokenizer.pad_token_id, tokenizer.eos_token_id)]
     episodes = []
@@ -22,7 +22,7 @@ def _batch(tokenizer, n: int, seed: int):
         ids = [vocab[int(j)] for j in torch.randint(0, len(vocab), (p + c,), generator=g)]
         turn = Turn(role="assistant", text="", token_ids=ids[p:], logprobs=[-1.0] * c, trainable=True)
         episodes.append(Episode(task_id=str(i), env="math", prompt="", prompt_ids=ids[:p], turns=[turn], group=i // 2))
-    adv = torch.randn(n, generator=g).tolist()
+    adv = torch.randn(n, generator=g).tolist() if advantages is None else advantages
     return build_batch(episodes, adv, tokenizer.pad_token_id)
 
 
@@ -89,3 +89,31 @@ def test_qk_clip_on_remeasured_logits_leaves_the_batch_at_or_under_tau():
     # layers after it, so theirs land within a few percent of it (at most 3.0% over 200 seeds).
     assert float(after[0].max()) <= tau * (1 + 1e-4)
     assert all(float(v.max()) <= tau * 1.05 for v in after.values()), (tau, after)
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "muonclip"])
+def test_entropy_bonus_raises_entropy_where_advantages_are_zero(optimizer):
+    seed = int(torch.randint(0, 10_000, ()))
+    entropies, losses = {}, {}
+    for coef in (0.0, 0.05):
+        cfg = load_config("experiments/quickstart.yaml", ["sft.enabled=false", f"optimizer.name={optimizer}", f"algorithm.entropy_coef={coef}"])
+        model, tok = build_policy(cfg.policy, seed=seed)
+        batch = _batch(tok, 8, seed, advantages=[0.0] * 8)  # no policy gradient at all: only the bonus can move the policy
+        learner = Learner(model, cfg)
+
+        def mean_entropy() -> float:
+            with torch.no_grad():
+                _, ent = learner._logprobs(model, batch)
+            return float((ent * batch.completion_mask).sum() / batch.completion_mask.sum())
+
+        before = mean_entropy()
+        metrics = [learner.update(batch) for _ in range(5)]
+        entropies[coef] = (before, mean_entropy())
+        losses[coef] = metrics[0]
+    (b0, a0), (b1, a1) = entropies[0.0], entropies[0.05]
+    assert b0 == pytest.approx(b1)
+    assert a0 == pytest.approx(b0, abs=1e-6)  # zero advantages, no bonus: nothing moves
+    assert a1 > b1 + 1e-3
+    # token_mean loss: the bonus is the coefficient times the reported mean entropy
+    m = losses[0.05]
+    assert m["learner/loss"] == pytest.approx(m["learner/pg_loss"] - 0.05 * m["learner/entropy"], abs=1e-6)
