@@ -46,6 +46,7 @@ def report(run_dir: Path) -> list[tuple[str, str]]:
     samples = cfg.train.eval_samples
     rows = [
         ("held-out problems", f"{cfg.env.eval_size}" + (f", {samples} samples each (pass@1 = their mean)" if samples > 1 else "")),
+        *([("evaluated policy", f"moving average of the weights (train.eval_ema {cfg.train.eval_ema})")] if cfg.train.eval_ema else []),
         ("pass@1 at SFT start", f"{start:.1%}"),
         (f"pass@1 after RL (step {last_step})", f"{end:.1%}"),
         ("gain", f"{(end - start) * 100:+.1f} points"),

@@ -20,7 +20,10 @@ def checkpoint_dir(run_dir: Path) -> Path:
     return Path(run_dir) / "checkpoints"
 
 
-def save_checkpoint(run_dir: Path, step: int, model: torch.nn.Module, optimizer: Any, extra: dict[str, Any], keep: int = 2) -> Path:
+def save_checkpoint(
+    run_dir: Path, step: int, model: torch.nn.Module, optimizer: Any, extra: dict[str, Any], keep: int = 2, average: dict[str, torch.Tensor] | None = None
+) -> Path:
+    """`average`: the evaluated weight average (`train.eval_ema`), saved as `ema.pt`."""
     root = checkpoint_dir(run_dir)
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step_{step:06d}"
@@ -29,6 +32,8 @@ def save_checkpoint(run_dir: Path, step: int, model: torch.nn.Module, optimizer:
     tmp.mkdir()
     torch.save(model.state_dict(), tmp / "model.pt")
     torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+    if average is not None:
+        torch.save(average, tmp / "ema.pt")
     torch.save(
         {
             "step": step,
@@ -63,3 +68,9 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: Any) -> dict[
     np.random.set_state(state["numpy_rng"])
     torch.set_rng_state(state["torch_rng"])
     return {"step": state["step"], "extra": state["extra"]}
+
+
+def load_average(path: Path) -> dict[str, torch.Tensor] | None:
+    """The checkpoint's weight average (`ema.pt`), or None if it was saved without one."""
+    f = Path(path) / "ema.pt"
+    return torch.load(f, map_location="cpu", weights_only=True) if f.is_file() else None

@@ -15,7 +15,8 @@ The algorithm is GRPO-family policy gradient with verifiable rewards:
        hidden matrices, AdamW elsewhere, and QK-Clip on attention heads whose logits grow past tau;
     6. push the new weights to the rollout workers (one object-store put);
     7. log metrics to MLflow, write the step's episodes to Parquet, evaluate and checkpoint on
-       schedule.
+       schedule. With `train.eval_ema`, the evaluated policy is a moving average of the trained
+       weights (`rl.policy_average`), swapped into the workers for the evaluation only.
 
 With `rollout.max_staleness = 0` rollouts are synchronous: every completion is sampled by the
 policy being updated. With k >= 1 the batches of the next k steps are generated while the learner
@@ -37,13 +38,14 @@ from envs.registry import env_kwargs, make_env, verifier_errors, verify_batch
 from rewards.scoring import score_batch
 from rl.algorithms import get_advantage, nonzero_variance_groups
 from rl.batch import build_batch
-from rl.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from rl.checkpoint import latest_checkpoint, load_average, load_checkpoint, save_checkpoint
 from rl.config import ExperimentConfig, to_yaml
 from rl.console import Console
 from rl.evaluate import evaluate
 from rl.learner import Learner
 from rl.optim.schedule import run_progress
 from rl.placement import place_roles, worker_nodes
+from rl.policy_average import PolicyAverage
 from rl.rollout_choice import choose_rollout
 from rl.rollout_pipeline import RolloutPipeline
 from rl.sample_grid import log_sample_grid
@@ -80,6 +82,9 @@ def train(cfg: ExperimentConfig, run_dir: Path, *, resume: bool = False) -> dict
         restored = load_checkpoint(ckpt, model, learner.optimizer)
         start_step, rl_wall_before = restored["step"], float(restored["extra"].get("rl_wall_s", 0.0))
         console.log(f"resumed from {ckpt} (step {start_step})")
+    average = PolicyAverage(model, cfg.train.eval_ema) if cfg.train.eval_ema is not None else None
+    if average is not None and ckpt is not None and (saved := load_average(ckpt)) is not None:
+        average.load_state_dict(saved)
 
     workers = _start_ray_and_workers(cfg, policy_cfg, console)
     tracker = Tracker(
@@ -108,6 +113,8 @@ def train(cfg: ExperimentConfig, run_dir: Path, *, resume: bool = False) -> dict
     advantage_fn = get_advantage(cfg.algorithm.advantage)
 
     def run_eval(step: int) -> dict[str, float]:
+        if average is not None:  # the workers serve the average for the evaluation only
+            push_weights(workers, average.state_dict(), version=step)
         # The eval seed is fixed so that successive evaluations differ only by the policy.
         metrics, episodes = evaluate(
             workers,
@@ -120,6 +127,8 @@ def train(cfg: ExperimentConfig, run_dir: Path, *, resume: bool = False) -> dict
             rollout=rollout,
             samples=cfg.train.eval_samples,
         )
+        if average is not None:
+            push_weights(workers, model.state_dict(), version=step)
         if cfg.tracking.sample_episodes and step > tracker.logged_until:
             first = episodes[:: cfg.train.eval_samples]  # one per task, as many tasks as possible
             sample = [e.json_record() for e in first[: cfg.tracking.sample_episodes]]
@@ -166,6 +175,8 @@ def train(cfg: ExperimentConfig, run_dir: Path, *, resume: bool = False) -> dict
             if kept:
                 batch = build_batch(kept, [e.advantage for e in kept], tokenizer.pad_token_id, getattr(processor, "image_processor", None))
                 metrics.update(learner.update(batch))
+            if average is not None:
+                average.update(model)
 
             # 6. new weights to the rollout workers
             push_weights(workers, model.state_dict(), version=step)
@@ -203,6 +214,7 @@ def train(cfg: ExperimentConfig, run_dir: Path, *, resume: bool = False) -> dict
                     run_dir, step, model, learner.optimizer,
                     {"mlflow_run_id": tracker.run_id, "rl_wall_s": time.perf_counter() - rl_t0},
                     keep=cfg.checkpoint.keep,
+                    average=average.state_dict() if average is not None else None,
                 )
             if out_of_time:
                 console.log(f"stopping after step {step}: train.max_minutes={cfg.train.max_minutes} reached")

@@ -24,7 +24,7 @@ rewards:
   format: {{weight: {{kind: linear, start: 0.5, end: 0.0, end_step: 4}}}}
 algorithm: {{dynamic_sampling: false}}
 optimizer: {{lr: 3.0e-3, adamw_lr: 3.0e-4, warmup_steps: 4}}
-train: {{steps: 4, tasks_per_step: 4, eval_every: 2}}
+train: {{steps: 4, tasks_per_step: 4, eval_every: 2, eval_ema: 0.5}}
 tracking: {{progress: false}}
 checkpoint: {{every: 2}}
 """
@@ -87,6 +87,13 @@ def test_train_then_resume_matches_straight_run(tmp_path, ray_session):
     assert a.keys() == b.keys()
     for k in a:
         assert torch.allclose(a[k], b[k], atol=1e-5), k
+    # the evaluated weight average resumes too; the evaluation at step 2 served it and then gave
+    # the workers the trained weights back (else steps 3-4 of the straight run would differ)
+    avg_a, avg_b = (torch.load(r / "checkpoints" / "step_000004" / "ema.pt", weights_only=True) for r in (straight, split))
+    assert avg_a.keys() == a.keys()
+    for k in avg_a:
+        assert torch.allclose(avg_a[k], avg_b[k], atol=1e-5), k
+    assert any(not torch.allclose(avg_a[k], a[k]) for k in a if a[k].is_floating_point())
     # and training moved the weights at all
     mid = torch.load(straight / "checkpoints" / "step_000002" / "model.pt", weights_only=True)
     assert any(not torch.equal(mid[k], a[k]) for k in a)
