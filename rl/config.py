@@ -277,7 +277,7 @@ class TrainConfig(Section):
         None,
         gt=0,
         lt=1,
-        description="Evaluate an exponential moving average of the policy's weights with this decay per step (e.g. 0.98: about the last 50 steps) instead of the last weights; rollouts still sample from the trained weights. Checkpoints keep it (`ema.pt`). Empty: off. Synchronous rollouts only (`rollout.max_staleness: 0`).",
+        description="Evaluate an exponential moving average of the policy's weights with this decay per step (e.g. 0.98: about the last 50 steps) instead of the last weights; rollouts still sample from the trained weights. Checkpoints keep it (`ema.pt`). With asynchronous rollouts the batches under way are finished before the average is swapped in. Empty: off.",
     )
 
 
@@ -346,13 +346,6 @@ class ExperimentConfig(Section):
             raise ValueError("env.name 'vision' needs an image-reading policy: set policy.arch: llava (or policy.path to a VLM folder)")
         if self.optimizer.freeze_vision_tower and self.policy.arch != "llava" and not self.policy.path:
             raise ValueError(f"optimizer.freeze_vision_tower needs a VLM policy (policy.arch: llava), not {self.policy.arch!r}; set it to false")
-        return self
-
-    @model_validator(mode="after")
-    def _eval_ema_needs_synchronous_rollouts(self) -> "ExperimentConfig":
-        # evaluation swaps the average into the workers; a rollout generated ahead could be served by it
-        if self.train.eval_ema is not None and self.rollout.max_staleness > 0:
-            raise ValueError(f"train.eval_ema needs synchronous rollouts: set rollout.max_staleness: 0 (got {self.rollout.max_staleness}) or drop train.eval_ema")
         return self
 
     @model_validator(mode="after")

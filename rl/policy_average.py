@@ -13,6 +13,10 @@ from __future__ import annotations
 
 import torch
 
+# The weights version the workers report while they hold the average: never a learner version,
+# so a rollout batch sampled from it counts as too stale (`rl.staleness`) and is not trained on.
+AVERAGE_VERSION = -2
+
 
 class PolicyAverage:
     """`avg ← decay · avg + (1 - decay) · θ` after every update, on every floating-point tensor

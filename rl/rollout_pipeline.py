@@ -82,6 +82,13 @@ class RolloutPipeline:
             out.update({"rollout/stale_regenerated": float(self.regenerated), "time/rollout_wait_s": batch.wait_s})
         return out
 
+    def settle(self) -> None:
+        """Wait for every batch under way: until the next `next`, no generate call is submitted, so
+        the trainer can lend the workers other weights (the evaluated average) and put the trained
+        ones back without a training batch sampling from them."""
+        for future in self._pending.values():
+            future.result()
+
     def close(self) -> None:
         """Drop what is in flight (its generate calls end when the workers are stopped)."""
         if self._pool is not None:

@@ -45,7 +45,7 @@ from rl.evaluate import evaluate
 from rl.learner import Learner
 from rl.optim.schedule import run_progress
 from rl.placement import place_roles, worker_nodes
-from rl.policy_average import PolicyAverage
+from rl.policy_average import AVERAGE_VERSION, PolicyAverage
 from rl.rollout_choice import choose_rollout
 from rl.rollout_pipeline import RolloutPipeline
 from rl.sample_grid import log_sample_grid
@@ -114,7 +114,8 @@ def train(cfg: ExperimentConfig, run_dir: Path, *, resume: bool = False) -> dict
 
     def run_eval(step: int) -> dict[str, float]:
         if average is not None:  # the workers serve the average for the evaluation only
-            push_weights(workers, average.state_dict(), version=step)
+            pipeline.settle()
+            push_weights(workers, average.state_dict(), version=AVERAGE_VERSION)
         # The eval seed is fixed so that successive evaluations differ only by the policy.
         metrics, episodes = evaluate(
             workers,

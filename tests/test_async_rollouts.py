@@ -35,7 +35,9 @@ rewards:
   format: {{weight: 0.5}}
 algorithm: {{dynamic_sampling: false}}
 optimizer: {{lr: 3.0e-3, adamw_lr: 3.0e-4}}
-train: {{steps: {steps}, tasks_per_step: 4, eval_every: 0}}
+# an evaluation every step swaps the weight average into the workers: no training batch may be
+# sampled from it (its version, -2, would show in the episodes or force a regeneration)
+train: {{steps: {steps}, tasks_per_step: 4, eval_every: 1, eval_ema: 0.5}}
 tracking: {{progress: false}}
 checkpoint: {{every: 0}}
 """
