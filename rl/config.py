@@ -223,7 +223,7 @@ class AlgorithmConfig(Section):
     entropy_coef: float = Field(
         0.0,
         ge=0,
-        description="Entropy bonus: the loss minus this times the policy's mean token entropy (aggregated like `loss_agg`); keeps sampling diverse where groups would otherwise all give the same answer. 0: off.",
+        description="Entropy bonus: the loss minus this times the mean token entropy of the completions trained on (aggregated like `loss_agg`), against sampling collapsing onto one answer per problem. 0: off.",
     )
     dynamic_sampling: bool = Field(True, description="Drop groups whose rewards are all equal (zero advantage).")
     epochs: int = Field(1, ge=1, description="Passes of the learner over each rollout batch.")
