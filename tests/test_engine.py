@@ -109,3 +109,28 @@ def test_load_weights_changes_outputs(policy):
     after = [c.token_ids for c in engine.generate(prompts, params, seed=0)]
     assert after == [greedy_reference(other.eval(), p, 6) for p in prompts]
     assert before != after
+
+
+@torch.no_grad()
+def test_shared_prefill_samples_what_one_prefill_per_row_samples(policy):
+    model, tok = policy
+    # duplicates interleaved and of different lengths, as a rollout step's groups would not guarantee order
+    prompts = prompts_of(tok, ["123+456=", "1+2=", "7-9=", "1+2=", "123+456=", "50*3=", "1+2="] * 3)
+    params = SamplingParams(max_new_tokens=6, temperature=1.0)
+    prefill_rows = []
+    hook = model.register_forward_pre_hook(lambda mod, args, kw: prefill_rows.append(kw["input_ids"].shape), with_kwargs=True)
+    try:
+        shared = HFEngine(model, tok.eos_token_id, tok.pad_token_id).generate(prompts, params, seed=7)
+        first_call = prefill_rows[0]
+        prefill_rows.clear()
+        per_row = HFEngine(model, tok.eos_token_id, tok.pad_token_id, share_prefill=False).generate(prompts, params, seed=7)
+    finally:
+        hook.remove()
+    assert first_call == (4, 8)  # 4 distinct prompts, the longest 8 tokens
+    assert prefill_rows[0] == (len(prompts), 8)
+    assert [c.token_ids for c in shared] == [c.token_ids for c in per_row]
+    assert [c.finish_reason for c in shared] == [c.finish_reason for c in per_row]
+    for a, b in zip(shared, per_row):
+        assert a.logprobs == pytest.approx(b.logprobs, abs=1e-5)
+    # the copies of one prompt still draw their own samples
+    assert len({tuple(shared[i].token_ids) for i in (1, 3, 6, 8, 10, 13)}) > 1

@@ -4,6 +4,10 @@ Prompts are left-padded into one batch; each decode step feeds one token per row
 the cache. Rows that finished keep feeding padding (masked out) until every row is done or the
 token budget is spent. Sampling is seeded per call, so a step's rollouts are reproducible.
 
+A rollout step asks for G completions of each prompt, so the prefill runs once per distinct
+prompt and its cache rows and last logits are copied to the G rows that share it: 1/G of the
+prompt compute (with 8-token prompts, 6-token answers and G = 8 that is half of the whole call).
+
 A vision-language model also takes multimodal prompts (`rollout.engines.multimodal`, vLLM's
 format); their pixel values go into the prefill pass only, the image features then live in the
 KV cache.
@@ -22,9 +26,16 @@ from rollout.engines.multimodal import ImageInputs, Prompt, prompt_parts
 
 class HFEngine:
     def __init__(
-        self, model: PreTrainedModel, eos_token_id: int, pad_token_id: int, batch_size: int = 256, image_inputs: ImageInputs | None = None
+        self,
+        model: PreTrainedModel,
+        eos_token_id: int,
+        pad_token_id: int,
+        batch_size: int = 256,
+        image_inputs: ImageInputs | None = None,
+        share_prefill: bool = True,
     ):
         self.model = model.eval()
+        self.share_prefill = share_prefill
         self.image_inputs = image_inputs
         from policies.vlm import unsampled_ids
 
@@ -47,19 +58,29 @@ class HFEngine:
     def _generate_batch(self, prompts: list[Prompt], params: SamplingParams, gen: torch.Generator) -> list[Completion]:
         device = self.model.device
         prompts, pixel_values = self._split_images(prompts)
-        n, width = len(prompts), max(len(p) for p in prompts)
-        ids = torch.full((n, width), self.pad_token_id, dtype=torch.long)
-        mask = torch.zeros((n, width), dtype=torch.long)
-        for i, p in enumerate(prompts):
+        n = len(prompts)
+        # images are not compared, so prompts that carry them are never shared
+        if self.share_prefill and pixel_values is None:
+            distinct, row_of = _distinct(prompts)
+        else:
+            distinct, row_of = prompts, None
+        width = max(len(p) for p in distinct)
+        ids = torch.full((len(distinct), width), self.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(distinct), width), dtype=torch.long)
+        for i, p in enumerate(distinct):
             ids[i, width - len(p) :] = torch.tensor(p)
             mask[i, width - len(p) :] = 1
         ids, mask = ids.to(device), mask.to(device)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)  # [n, width]
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)  # [n_distinct, width]
         stops = torch.tensor(sorted({self.eos_token_id, *params.stop_token_ids}), device=device)
 
         cache = DynamicCache()
         images = {} if pixel_values is None else {"pixel_values": pixel_values.to(device)}
         logits = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True, **images).logits[:, -1]
+        if row_of is not None and len(distinct) < n:
+            row_of = row_of.to(device)  # [n]: each request's row in the prefill
+            cache.reorder_cache(row_of)
+            logits, mask, positions = logits[row_of], mask[row_of], positions[row_of]
         next_pos = positions[:, -1] + 1  # [n]
         tokens = torch.empty((n, 0), dtype=torch.long, device=device)
         logps = torch.empty((n, 0), dtype=torch.float32, device=device)
@@ -99,6 +120,13 @@ class HFEngine:
         if any(prompt_parts(p)[1] for p in prompts):
             raise ValueError("this engine's model takes no images (built without image inputs), but a prompt carries some")
         return [prompt_parts(p)[0] for p in prompts], None
+
+
+def _distinct(prompts: list[list[int]]) -> tuple[list[list[int]], torch.Tensor]:
+    """The distinct prompts in first-seen order, and for each request the index of its prompt there."""
+    index: dict[tuple[int, ...], int] = {}
+    row_of = [index.setdefault(tuple(p), len(index)) for p in prompts]
+    return [list(p) for p in index], torch.tensor(row_of, dtype=torch.long)
 
 
 def _sample(logits: torch.Tensor, params: SamplingParams, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
