@@ -6,9 +6,10 @@ For query head h (reading key head g(h) = h // kv_groups under GQA),
 
 "Attended" follows transformers' SDPA attention (the semantics of `policies.qk_probe`):
   - with a 4-D mask ([B|1, 1|H, Q, K]; bool True = attend, or float additive where a value at
-    or below half the dtype's minimum means masked), the mask alone decides; when Q == K,
-    query i is token i, and a query that may not attend to its own token is padding and does
-    not count at all;
+    or below half the dtype's minimum means masked), the mask alone decides; query i is token
+    K - Q + i (Q == K: token i; Q < K: the first K - Q keys are a KV cache in front of the
+    queries), and a query that may not attend to its own token is padding and does not count
+    at all;
   - without a mask, causal attention with Q > 1 uses torch's upper-left rule j ≤ i (keys past
     Q are empty cache slots); non-causal attention, or a single query, attends to every key.
 Heads with no attended pair give -inf.
@@ -116,8 +117,8 @@ def valid_pairs(mask, start, rows, q_len, k_len, is_causal, device) -> torch.Ten
         return (torch.arange(k_len, device=device)[None, :] <= qi)[None, None]
     mask = mask.expand(mask.shape[0], mask.shape[1], q_len, k_len)
     valid = attends(mask[:, :, start : start + rows])
-    if q_len == k_len:
-        own = torch.arange(start, start + rows, device=device).view(1, 1, -1, 1)
+    if q_len <= k_len:
+        own = torch.arange(start, start + rows, device=device).view(1, 1, -1, 1) + (k_len - q_len)
         valid = valid & valid.gather(-1, own.expand(valid.shape[0], valid.shape[1], -1, 1))
     return valid
 

@@ -95,7 +95,7 @@ def qk_max_logit_triton(
     dummy = torch.zeros(1, dtype=torch.uint8, device=query.device)
     mask, row_ok, threshold = dummy, dummy, 0.0
     mask_strides, row_strides = (0, 0, 0, 0), (0, 0, 0)
-    own_token_rule = attention_mask is not None and q_len == k_len
+    own_token_rule = attention_mask is not None and q_len <= k_len
     if attention_mask is not None:
         mode = MASKED
         full = attention_mask.expand(b, h, q_len, k_len)  # a view: broadcast dims get stride 0
@@ -107,7 +107,7 @@ def qk_max_logit_triton(
         if own_token_rule:
             # A query that may not attend to its own token is padding (see kernels.qk_max).
             row_ok = attends(attention_mask.expand(attention_mask.shape[0], attention_mask.shape[1], q_len, k_len)
-                             .diagonal(dim1=-2, dim2=-1)).to(torch.uint8)  # [B|1, 1|H, Q]
+                             .diagonal(offset=k_len - q_len, dim1=-2, dim2=-1)).to(torch.uint8)  # [B|1, 1|H, Q]
             row_ok = row_ok.expand(b, h, q_len)
             row_strides = row_ok.stride()
     elif is_causal and q_len > 1:

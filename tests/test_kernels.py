@@ -237,7 +237,7 @@ def _brute_force(q, k, mask, scaling, causal, groups):
             for i in range(q_len):
                 if mask is not None:
                     allowed = lambda j: bool(mask[bi if mask.shape[0] > 1 else 0, hi if mask.shape[1] > 1 else 0, i, j] > (0 if mask.dtype == torch.bool else torch.finfo(mask.dtype).min / 2))  # noqa: E731
-                    if q_len == k_len and not allowed(i):
+                    if q_len <= k_len and not allowed(k_len - q_len + i):  # query i is token K - Q + i
                         continue
                 elif causal and q_len > 1:
                     allowed = lambda j: j <= i  # noqa: E731
@@ -257,6 +257,13 @@ def _qk_cases(gen, dtype=torch.float32):
     k_long = torch.randn(2, 2, 20, 24, generator=gen).to(dtype)
     q40, k40 = _qk_case(gen, q_len=40, k_len=40, dtype=dtype)  # several query and key tiles
     per_head = _padding_mask(2, 13, (0, 3), "left").expand(2, 4, 13, 13).clone()
+    # 5 queries after an 8-token KV cache: row 0's cache ends in 2 padding slots and its last 2
+    # queries are padding; row 1 has none
+    keep = torch.ones(2, 13, dtype=torch.bool)
+    keep[0, [6, 7, 11, 12]] = False
+    cached = (torch.arange(13)[None, :] <= 8 + torch.arange(5)[:, None])[None, None] & keep[:, None, None, :]  # [2, 1, 5, 13]
+    q_cached = q[:, :, :5].clone()
+    q_cached[0, :, 3:] *= 10  # the padding queries would hold every head's max if they counted
     per_head[:, 1] = False  # head 1 attends nowhere: -inf
     return [
         ("causal, GQA", q, k, None, True, 2),
@@ -267,6 +274,7 @@ def _qk_cases(gen, dtype=torch.float32):
         ("right padding, bool", q, k, _padding_mask(2, 13, (3, 0), "right"), True, 2),
         ("left padding, additive float", q, k, _padding_mask(2, 13, (5, 1), "left", torch.float32), True, 2),
         ("per-head mask, one head blind", q, k, per_head, True, 2),
+        ("queries after a KV cache, padded", q_cached, k, cached, True, 2),
         ("no GQA", q, torch.randn(2, 4, 13, 24, generator=gen).to(dtype), None, True, 1),
         ("causal, 40 tokens", q40, k40, None, True, 2),
         ("right padding, 40 tokens", q40, k40, _padding_mask(2, 40, (0, 7), "right"), True, 2),
