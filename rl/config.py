@@ -233,6 +233,10 @@ class AlgorithmConfig(Section):
         ge=1,
         description="Truncated importance sampling against the engine/learner mismatch (empty: off): the PPO ratio is taken against the learner's own pre-update log-probs and each token's loss is multiplied by min(π_learner/π_sampler, tis_cap), detached. 2.0 is the usual choice.",
     )
+    shared_prefix: bool = Field(
+        True,
+        description="Learner forward passes compute each distinct prompt once and copy its KV cache to the completions that share it (`rl/shared_prefix.py`); same outputs and gradients as one pass per row. false: one right-padded pass over whole rows.",
+    )
     chunked_logprobs: bool = Field(
         True,
         description="Learner log-probs and entropy from hidden states in row chunks (kernels.logprob), never the full [tokens, vocab] logits; models whose head is not a plain bias-free linear map use the full logits.",

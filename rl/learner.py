@@ -23,6 +23,7 @@ from rl.config import ExperimentConfig
 from rl.optim import build_optimizer, qk_clip
 from rl.optim.schedule import lr_factor, set_lr_factor
 from rl.sampled_vocab import SampledVocab
+from rl.shared_prefix import shared_prefix_outputs
 
 
 class Learner:
@@ -67,11 +68,16 @@ class Learner:
         """Per-token log-probs (with grad) and entropies of the completion-predicting positions."""
         targets = self.vocab.targets(batch.input_ids[:, 1:])  # [B, L-1]
         head = model.get_output_embeddings()
+        shared = self.cfg.algorithm.shared_prefix
         if self.cfg.algorithm.chunked_logprobs and _plain_linear_head(model, head) and self.vocab.is_prefix:
             body = getattr(model, model.base_model_prefix)
-            hidden = body(input_ids=batch.input_ids, attention_mask=batch.attention_mask, **batch.model_inputs()).last_hidden_state[:, :-1]  # [B, L-1, D]
+            hidden = shared_prefix_outputs(lambda **kw: body(**kw, use_cache=True).last_hidden_state, batch) if shared else None
+            if hidden is None:
+                hidden = body(input_ids=batch.input_ids, attention_mask=batch.attention_mask, **batch.model_inputs()).last_hidden_state[:, :-1]  # [B, L-1, D]
             return chunked_logprobs(hidden, self.vocab.head_rows(head.weight), targets, temperature=self.temperature)
-        logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, **batch.model_inputs()).logits[:, :-1]  # [B, L-1, V]
+        logits = shared_prefix_outputs(lambda **kw: model(**kw, use_cache=True).logits, batch) if shared else None
+        if logits is None:
+            logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, **batch.model_inputs()).logits[:, :-1]  # [B, L-1, V]
         logits = self.vocab.mask(logits.float()) / self.temperature
         return token_logprobs(logits, targets), entropy_from_logits(logits)
 
