@@ -68,18 +68,21 @@ class Learner:
         """Per-token log-probs (with grad) and entropies of the completion-predicting positions."""
         targets = self.vocab.targets(batch.input_ids[:, 1:])  # [B, L-1]
         head = model.get_output_embeddings()
-        shared = self.cfg.algorithm.shared_prefix
         if self.cfg.algorithm.chunked_logprobs and _plain_linear_head(model, head) and self.vocab.is_prefix:
             body = getattr(model, model.base_model_prefix)
-            hidden = shared_prefix_outputs(lambda **kw: body(**kw, use_cache=True).last_hidden_state, batch) if shared else None
-            if hidden is None:
-                hidden = body(input_ids=batch.input_ids, attention_mask=batch.attention_mask, **batch.model_inputs()).last_hidden_state[:, :-1]  # [B, L-1, D]
+            hidden = self._positions(lambda **kw: body(**kw).last_hidden_state, batch)  # [B, L-1, D]
             return chunked_logprobs(hidden, self.vocab.head_rows(head.weight), targets, temperature=self.temperature)
-        logits = shared_prefix_outputs(lambda **kw: model(**kw, use_cache=True).logits, batch) if shared else None
-        if logits is None:
-            logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, **batch.model_inputs()).logits[:, :-1]  # [B, L-1, V]
+        logits = self._positions(lambda **kw: model(**kw).logits, batch)  # [B, L-1, V]
         logits = self.vocab.mask(logits.float()) / self.temperature
         return token_logprobs(logits, targets), entropy_from_logits(logits)
+
+    def _positions(self, forward, batch: TrainBatch) -> torch.Tensor:
+        """[B, L-1, X]: `forward`'s output (hidden states or logits) at the positions that predict
+        the batch's next tokens; each distinct prompt computed once with `algorithm.shared_prefix`."""
+        out = shared_prefix_outputs(forward, batch) if self.cfg.algorithm.shared_prefix else None
+        if out is None:
+            out = forward(input_ids=batch.input_ids, attention_mask=batch.attention_mask, **batch.model_inputs())[:, :-1]
+        return out
 
     @torch.no_grad()
     def _pre_update_logprobs(self, batch: TrainBatch, mb: int) -> torch.Tensor:

@@ -23,8 +23,9 @@ import torch
 from transformers import DynamicCache
 
 from rl.batch import TrainBatch
+from rollout.prompt_index import distinct_prompts
 
-# forward(input_ids, attention_mask, position_ids, past_key_values) -> [rows, T, X]
+# forward(input_ids, attention_mask, position_ids=..., past_key_values=..., use_cache=...) -> [rows, T, X]
 Forward = Callable[..., torch.Tensor]
 
 
@@ -40,16 +41,13 @@ def shared_prefix_outputs(forward: Forward, batch: TrainBatch) -> torch.Tensor |
     ids = batch.input_ids
     lengths = batch.attention_mask.sum(dim=1)  # [B]
     prompt_lens = trained.float().argmax(dim=1) + 1  # [B]: the first trained token's index
-    index: dict[tuple[int, ...], int] = {}
-    rows = ids.tolist()
-    row_of = torch.tensor([index.setdefault(tuple(r[:p]), len(index)) for r, p in zip(rows, prompt_lens.tolist())])
-    if len(index) == len(rows):
+    prompts, row_of = distinct_prompts([r[:p] for r, p in zip(ids.tolist(), prompt_lens.tolist())])
+    if len(prompts) == len(row_of):
         return None
 
     # the distinct prompts, right-padded like the plain pass: every real position attends to what
     # it attends to there, and a padding position is one that may not attend to itself (which
     # the QK probe leaves out, as it does in the plain pass)
-    prompts = list(index)
     wp = max(len(p) for p in prompts)
     p_ids = torch.zeros((len(prompts), wp), dtype=torch.long)
     p_mask = torch.zeros((len(prompts), wp), dtype=torch.long)
@@ -61,7 +59,7 @@ def shared_prefix_outputs(forward: Forward, batch: TrainBatch) -> torch.Tensor |
     row_of = row_of.to(device)
     p_pos = torch.arange(wp, device=device).expand(len(prompts), wp)
     cache = DynamicCache()
-    prefix_out = forward(input_ids=p_ids, attention_mask=p_mask, position_ids=p_pos, past_key_values=cache)  # [P, Wp, X]
+    prefix_out = forward(input_ids=p_ids, attention_mask=p_mask, position_ids=p_pos, past_key_values=cache, use_cache=True)  # [P, Wp, X]
     cache.reorder_cache(row_of)  # an index_select: the rows' gradients add up on their shared prompt
 
     # each row after its prompt, right-padded, at the positions it has in the plain pass
@@ -73,7 +71,7 @@ def shared_prefix_outputs(forward: Forward, batch: TrainBatch) -> torch.Tensor |
     s_ids = torch.where(s_valid, ids.gather(1, src), torch.zeros_like(src))
     s_pos = prompt_lens[:, None] + cols[None, :]
     full_mask = torch.cat([p_mask[row_of], s_valid.long()], dim=1)  # [B, Wp + Ws]
-    suffix_out = forward(input_ids=s_ids, attention_mask=full_mask, position_ids=s_pos, past_key_values=cache)  # [B, Ws, X]
+    suffix_out = forward(input_ids=s_ids, attention_mask=full_mask, position_ids=s_pos, past_key_values=cache, use_cache=True)  # [B, Ws, X]
 
     # h[:, j] predicts the row's token prompt_len + j: the prompt's last position, then the suffix
     last = prefix_out[row_of, prompt_lens - 1]  # [B, X]

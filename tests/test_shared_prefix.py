@@ -87,7 +87,7 @@ def test_the_prompts_go_through_the_model_once():
 
     def forward(**kw):
         shapes.append(tuple(kw["input_ids"].shape))
-        return body(**kw, use_cache=True).last_hidden_state
+        return body(**kw).last_hidden_state
 
     out = shared_prefix_outputs(forward, batch)
     assert out is not None and out.shape[:2] == batch.completion_mask.shape
@@ -100,7 +100,7 @@ def test_the_prompts_go_through_the_model_once():
 def test_plain_pass_when_nothing_is_shared_or_a_row_trains_on_nothing():
     model, tok = build_policy(_cfg(True).policy, seed=2)
     body = model.model
-    forward = lambda **kw: body(**kw, use_cache=True).last_hidden_state  # noqa: E731
+    forward = lambda **kw: body(**kw).last_hidden_state  # noqa: E731
     distinct = _group_batch(tok, 2, prompts=5, group=1, multi_turn=False)
     assert shared_prefix_outputs(forward, distinct) is None
     untrained = _group_batch(tok, 3)

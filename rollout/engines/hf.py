@@ -22,6 +22,7 @@ from transformers import DynamicCache, PreTrainedModel
 
 from rollout.engines.base import Completion, SamplingParams
 from rollout.engines.multimodal import ImageInputs, Prompt, prompt_parts
+from rollout.prompt_index import distinct_prompts
 
 
 class HFEngine:
@@ -61,7 +62,7 @@ class HFEngine:
         n = len(prompts)
         # images are not compared, so prompts that carry them are never shared
         if self.share_prefill and pixel_values is None:
-            distinct, row_of = _distinct(prompts)
+            distinct, row_of = distinct_prompts(prompts)
         else:
             distinct, row_of = prompts, None
         width = max(len(p) for p in distinct)
@@ -120,13 +121,6 @@ class HFEngine:
         if any(prompt_parts(p)[1] for p in prompts):
             raise ValueError("this engine's model takes no images (built without image inputs), but a prompt carries some")
         return [prompt_parts(p)[0] for p in prompts], None
-
-
-def _distinct(prompts: list[list[int]]) -> tuple[list[list[int]], torch.Tensor]:
-    """The distinct prompts in first-seen order, and for each request the index of its prompt there."""
-    index: dict[tuple[int, ...], int] = {}
-    row_of = [index.setdefault(tuple(p), len(index)) for p in prompts]
-    return [list(p) for p in index], torch.tensor(row_of, dtype=torch.long)
 
 
 def _sample(logits: torch.Tensor, params: SamplingParams, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
