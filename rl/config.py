@@ -120,6 +120,10 @@ class SFTConfig(Section):
         None, gt=0, description="Apply QK-Clip with this threshold after every SFT step (empty: off). Bounded attention logits keep the RL start smooth."
     )
     cache: bool = Field(True, description="Reuse a finished SFT checkpoint with the same policy/env/sft settings.")
+    seed: int | None = Field(
+        None,
+        description="Seed of the bootstrap (model init, demonstrations, data order); empty: `run.seed`. Fix it to compare RL seeds (`run.seed`) from one cached bootstrap.",
+    )
 
 
 class RolloutConfig(Section):
@@ -366,8 +370,13 @@ class ExperimentConfig(Section):
 
     def sft_fingerprint(self) -> str:
         """The settings an SFT bootstrap depends on. The training mix by level is an RL setting
-        (demonstrations come from the env's own sampler), so it never invalidates a cached policy."""
-        return self.fingerprint("policy", "env", "sft", exclude={"env": {"level_weights"}})
+        (demonstrations come from the env's own sampler), so it never invalidates a cached policy.
+        `sft.seed` is left out: the seed in effect (`sft_seed`) names the cache folder."""
+        return self.fingerprint("policy", "env", "sft", exclude={"env": {"level_weights"}, "sft": {"seed"}})
+
+    @property
+    def sft_seed(self) -> int:
+        return self.run.seed if self.sft.seed is None else self.sft.seed
 
 
 # ----------------------------------------------------------------------------- loading

@@ -23,9 +23,9 @@ from rl.config import ExperimentConfig
 def sft_cache_dir(cfg: ExperimentConfig, env: Env) -> Path:
     """Keyed by the settings and by the demonstrations themselves: a change to an env's generator
     must not reuse a policy trained on the old tasks."""
-    sample = json.dumps(demonstrations(env, 32, cfg.run.seed), sort_keys=True)
+    sample = json.dumps(demonstrations(env, 32, cfg.sft_seed), sort_keys=True)
     key = hashlib.sha256((cfg.sft_fingerprint() + sample).encode()).hexdigest()[:12]
-    return Path(cfg.run.runs_dir) / "sft-cache" / f"{cfg.env.name}-{key}-seed{cfg.run.seed}"
+    return Path(cfg.run.runs_dir) / "sft-cache" / f"{cfg.env.name}-{key}-seed{cfg.sft_seed}"
 
 
 def demonstrations(env: Env, n: int, seed: int) -> list[dict]:
@@ -77,8 +77,8 @@ def run_sft(cfg: ExperimentConfig, env: Env, *, log=print) -> Path:
     datasets.disable_progress_bars()
     if cfg.run.torch_threads:
         torch.set_num_threads(cfg.run.torch_threads)
-    model, tokenizer = build_policy(cfg.policy, seed=cfg.run.seed)
-    demos = demonstrations(env, cfg.sft.examples, cfg.run.seed)
+    model, tokenizer = build_policy(cfg.policy, seed=cfg.sft_seed)
+    demos = demonstrations(env, cfg.sft.examples, cfg.sft_seed)
     data = Dataset.from_list(segment_masked(demos, tokenizer) if "segments" in demos[0] else demos)
     work = out.with_name(out.name + ".tmp")
     shutil.rmtree(work, ignore_errors=True)
@@ -94,7 +94,7 @@ def run_sft(cfg: ExperimentConfig, env: Env, *, log=print) -> Path:
         logging_steps=25,
         save_strategy="no",
         report_to="none",
-        seed=cfg.run.seed,
+        seed=cfg.sft_seed,
         completion_only_loss=True,
         max_length=cfg.policy.max_position_embeddings,
         use_cpu=not torch.cuda.is_available(),

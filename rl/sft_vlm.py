@@ -36,9 +36,9 @@ def vlm_sft_cache_dir(cfg: ExperimentConfig, env: Env) -> Path:
     h = hashlib.sha256(cfg.sft_fingerprint().encode())
     if not cfg.policy.path:
         h.update(build_image_processor(cfg.policy.vision.image_size).to_json_string().encode())
-    for t in demo_tasks(env, 32, cfg.run.seed):
+    for t in demo_tasks(env, 32, cfg.sft_seed):
         h.update(t.prompt.encode() + env.oracle(t).encode() + b"".join(t.images))
-    return Path(cfg.run.runs_dir) / "sft-cache" / f"{cfg.env.name}-vlm-{h.hexdigest()[:12]}-seed{cfg.run.seed}"
+    return Path(cfg.run.runs_dir) / "sft-cache" / f"{cfg.env.name}-vlm-{h.hexdigest()[:12]}-seed{cfg.sft_seed}"
 
 
 def run_vlm_sft(cfg: ExperimentConfig, env: Env, *, log=print) -> Path:
@@ -54,9 +54,9 @@ def run_vlm_sft(cfg: ExperimentConfig, env: Env, *, log=print) -> Path:
 
     if cfg.run.torch_threads:
         torch.set_num_threads(cfg.run.torch_threads)
-    model, tokenizer = build_policy(cfg.policy, seed=cfg.run.seed)
+    model, tokenizer = build_policy(cfg.policy, seed=cfg.sft_seed)
     processor = processor_for(cfg.policy, tokenizer)
-    tasks = demo_tasks(env, cfg.sft.examples, cfg.run.seed)
+    tasks = demo_tasks(env, cfg.sft.examples, cfg.sft_seed)
     prompts = [encode_image_prompt(processor, t)["prompt_token_ids"] for t in tasks]
     answers = [tokenizer(env.oracle(t), add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id] for t in tasks]
 
@@ -68,7 +68,7 @@ def run_vlm_sft(cfg: ExperimentConfig, env: Env, *, log=print) -> Path:
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: (s + 1) / warmup if s < warmup else 0.5 * (1 + math.cos(math.pi * (s - warmup) / max(1, total - warmup)))
     )
-    gen = torch.Generator().manual_seed(cfg.run.seed)
+    gen = torch.Generator().manual_seed(cfg.sft_seed)
     model.train()
     t0, losses, step = time.perf_counter(), [], 0
     while step < total:

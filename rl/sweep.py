@@ -3,7 +3,9 @@
 Every file is validated before the first run starts. The runs share one MLflow experiment
 (`--experiment`, default: the folder's name); each run is named after its file, and tagged
 with the config keys in which the files differ (`sweep.<key>`), so that `swarmrl compare`
-and the MLflow UI show what was varied.
+and the MLflow UI show what was varied. The plan says which keys those are, and warns when they
+go beyond the reward schedules (`rewards.*`): the curves of such a sweep do not compare schedules
+alone.
 """
 
 from __future__ import annotations
@@ -31,11 +33,16 @@ def differing_keys(configs: list[ExperimentConfig]) -> list[str]:
     return [k for k in keys if k != "run.name" and len({repr(f.get(k)) for f in flat}) > 1]
 
 
-def plan_sweep(pattern: str, overrides: list[str], experiment: str | None) -> list[tuple[Path, ExperimentConfig]]:
+def plan_sweep(pattern: str, overrides: list[str], experiment: str | None, log=print) -> list[tuple[Path, ExperimentConfig]]:
     files = sweep_files(pattern)
     configs = [load_config(f, overrides) for f in files]
     exp_name = experiment or (Path(pattern).name if Path(pattern).is_dir() else files[0].parent.name)
     varied = differing_keys(configs)
+    shown = sorted({k.split(".weight.")[0] + ".weight" if ".weight." in k else k for k in varied})  # a schedule's fields as one key
+    log(f"sweep {exp_name}: {len(files)} run{'s' * (len(files) != 1)}; the files differ in {', '.join(shown) or 'nothing but run.name'}")
+    beyond = [k for k in varied if not k.startswith("rewards.")]
+    if beyond:
+        log(f"note: the files differ in more than their reward schedules: {', '.join(beyond)} (a difference between the runs may come from these)")
     planned = []
     for f, cfg in zip(files, configs):
         flat = flatten(cfg.model_dump(mode="json"))

@@ -127,11 +127,23 @@ checkpoint: {{every: 0}}
 """
 
 
-def test_parl_trains_end_to_end(tmp_path, ray_session):
-    exp = tmp_path / "parl.yaml"
-    exp.write_text(PARL_YAML.format(runs=tmp_path / "runs"))
-    run_dir = tmp_path / "runs" / "parl"
-    assert main(["train", str(exp), "--run-dir", str(run_dir)]) == 0
+def test_parl_sweep_trains_end_to_end_and_compare_shows_the_parl_columns(tmp_path, ray_session, capsys):
+    """Two 2-step runs that differ only in λ1/λ2 (annealed, off), as `swarmrl sweep` runs them;
+    the annealed one is checked as a PARL run, then `compare` on both."""
+    from PIL import Image
+
+    from rl.compare import compare
+
+    sweep_dir = tmp_path / "lam"
+    sweep_dir.mkdir()
+    base = PARL_YAML.format(runs=tmp_path / "runs")
+    (sweep_dir / "annealed.yaml").write_text(base)
+    off = "  instantiation: {weight: {kind: constant, value: 0.0}}\n  finish: {weight: {kind: constant, value: 0.0}}"
+    (sweep_dir / "off.yaml").write_text(base.replace("  instantiation: {weight: 0.4}\n  finish: {weight: 0.4}", off))
+    assert main(["sweep", str(sweep_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "the files differ in rewards.finish.weight, rewards.instantiation.weight" in out and "note:" not in out
+    (run_dir,) = (tmp_path / "runs").glob("lam-*/annealed")
 
     rows = pq.read_table(run_dir / "episodes" / "step_000002.parquet").to_pylist()
     assert len(rows) == 4
@@ -155,6 +167,29 @@ def test_parl_trains_end_to_end(tmp_path, ray_session):
     for step, crit in hist("parl/critical_steps").items():
         assert 1 <= crit <= hist("parl/total_steps")[step]
     assert sorted(hist("eval/score")) == [0, 2] and sorted(hist("eval/parl/critical_steps")) == [0, 2]
+
+    png = tmp_path / "cmp.png"
+    assert main(["compare", "lam", "--runs-dir", str(tmp_path / "runs"), "--out", str(png)]) == 0
+    table = capsys.readouterr().out
+    header = table.splitlines()[0].split()
+    for col in ("item", "F1", "critical", "total", "sub-agents/ep", "own", "tools/ep", "r.outcome", "r.instantiation", "r.finish"):
+        assert col in header, col
+    assert "pass@1 best" not in table  # the math columns give way to the PARL ones
+    panels = Image.open(png).text["Description"]
+    for key in ("eval/score", "parl/critical_steps", "parl/subagents", "parl/own_tool_calls", "reward/instantiation", "weight/instantiation", "weight/finish"):
+        assert key in panels, key
+
+    # the figures are the runs' own: held-out at the last evaluation, components over the last steps
+    rows, _ = compare(default_uri(tmp_path / "runs"), "lam", tmp_path / "again.png")
+    assert [r["run"] for r in rows] == ["annealed", "off"]
+    for r in rows:
+        m = client.get_run(r["run_id"]).data.metrics
+        assert r["critical"] == m["eval/parl/critical_steps"] and r["sub-agents/ep"] == m["eval/parl/subagents"]
+        assert r["item F1"] == m["eval/score"] and 1 <= r["critical"] <= r["total"]
+        inst = [x.value for x in sorted(client.get_metric_history(r["run_id"], "reward/instantiation"), key=lambda x: x.step)]
+        assert r["components"]["instantiation"] == pytest.approx(sum(inst) / len(inst))  # 2 steps: both in the tail
+    weights = {r["run"]: [x.value for x in client.get_metric_history(r["run_id"], "weight/instantiation")] for r in rows}
+    assert sorted(weights["off"]) == [0.0, 0.0] and sorted(weights["annealed"]) == [0.0, pytest.approx(0.2)]
 
 
 def test_parl_budget_keys_are_checked_against_the_context(tmp_path):
