@@ -37,6 +37,8 @@ def env_kwargs(cfg) -> dict[str, Any]:
     kw: dict[str, Any] = {"levels": tuple(cfg.env.levels), "eval_size": cfg.env.eval_size, "heldout_fraction": cfg.env.heldout_fraction}
     if cfg.env.name == "math":
         kw["fixed_width"] = cfg.env.fixed_width
+    if cfg.env.name == "swarm" and cfg.env.parallel_fraction is not None:
+        kw["parallel_fraction"] = cfg.env.parallel_fraction
     if cfg.env.name in ("code", "prover"):
         kw.update(timeout_s=cfg.sandbox.timeout_s, allow_unisolated=cfg.sandbox.allow_unisolated)
         if cfg.sandbox.memory_mb is not None:

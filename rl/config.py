@@ -167,6 +167,18 @@ class EnvConfig(Section):
         False,
         description="math levels 1-3 only: operands zero-padded to the highest level's width and oracle answers signed and padded (`042+017=` → `+0059`); same values and verifier, a layout small models learn far faster.",
     )
+    parallel_fraction: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="swarm only: share of the SFT orchestrator demonstrations that hand the look-ups to sub-agents (the rest do them serially with their own tools); empty: 0.5. A low share gives a serial-leaning start, as a single-agent policy would be.",
+    )
+
+    @model_validator(mode="after")
+    def _parallel_fraction_is_swarm(self) -> "EnvConfig":
+        if self.parallel_fraction is not None and self.name != "swarm":
+            raise ValueError(f"env.parallel_fraction is for env swarm (its SFT demonstrations), not {self.name!r}: drop it")
+        return self
 
     @model_validator(mode="after")
     def _weights_name_levels(self) -> "EnvConfig":

@@ -105,3 +105,22 @@ def test_slow_tool_and_registry():
     assert env.call_tool("nope", "x").startswith("err")
     with pytest.raises(ValueError, match="levels"):
         SwarmEnv(levels=(0,))
+
+
+def test_env_parallel_fraction_sets_the_demonstration_mix():
+    from rl.config import ConfigError, validate_config
+    from envs.registry import env_kwargs
+
+    def parallel_share(cfg) -> float:
+        demos = make_env("swarm", **env_kwargs(cfg)).demonstrations(400, np.random.default_rng(0))
+        orch = demos[::2]  # even positions are orchestrator transcripts
+        return sum("@" in d["completion"] for d in orch) / len(orch)
+
+    serial_leaning = validate_config({"policy": {}, "env": {"name": "swarm", "levels": [2, 3], "parallel_fraction": 0.1}})
+    assert 0.03 < parallel_share(serial_leaning) < 0.17
+    assert parallel_share(validate_config({"policy": {}, "env": {"name": "swarm", "levels": [2, 3], "parallel_fraction": 0.0}})) == 0.0
+    assert 0.4 < parallel_share(validate_config({"policy": {}, "env": {"name": "swarm", "levels": [2, 3]}})) < 0.6  # empty: half
+    with pytest.raises(ConfigError, match="env.parallel_fraction is for env swarm"):
+        validate_config({"policy": {}, "env": {"name": "math", "parallel_fraction": 0.1}})
+    with pytest.raises(ConfigError, match="parallel_fraction"):
+        validate_config({"policy": {}, "env": {"name": "swarm", "parallel_fraction": 1.5}})
