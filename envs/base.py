@@ -6,6 +6,7 @@ environment offers, the episode it verifies is duck-typed (anything with `.compl
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -37,6 +38,19 @@ class Verdict:
     parsed: bool
     reason: str = ""
     details: dict[str, Any] = field(default_factory=dict)
+
+
+# A completion may end with the policy's verdict on its own answer (`<verify>p=0.8</verify>`): the
+# self_verification reward reads it, checkers grade the answer without it. Only a tag that closes
+# the completion is the verdict; its body never contains another opening tag, so stripping it can
+# never swallow answer text that stands between two tags.
+SELF_VERDICT_TAG = re.compile(r"<verify>(.*?)</verify>", re.S | re.I)
+_TRAILING_VERDICT = re.compile(r"\s*<verify>(?:(?!<verify>).)*?</verify>\s*$", re.S | re.I)
+
+
+def strip_self_verdict(text: str) -> str:
+    """`text` without its closing self-verdict tag (unchanged when it has none)."""
+    return _TRAILING_VERDICT.sub("", text, count=1)
 
 
 @runtime_checkable

@@ -8,19 +8,18 @@ Format (the last thing in the completion, exactly once; case and spaces inside t
 
 With y = 1 if the checker passed the answer else 0:
 
-    rule="absolute" (default, the issue's formula):  r = 1 - |p - y|
-    rule="brier":                                    r = 1 - (p - y)^2
+    rule="brier" (default):  r = 1 - (p - y)^2
+    rule="absolute":         r = 1 - |p - y|     (improper: named explicitly or not at all)
 
 and r = 0 when the verdict is missing, malformed, out of range, not last, or repeated (hedging
 with several tags earns nothing).
 
-Why two rules. If the answer is right with probability q, the expected absolute reward of a
-stated p is 1 - q(1-p) - (1-q)p, linear in p: it is maximised by p = 1 whenever q > 1/2, so a
-policy that always says "correct" earns q, more than an honest calibrated p = q earns
-(1 - 2q(1-q)) whenever 1/2 < q < 1. The absolute rule is not a proper scoring rule; it rewards
-honesty only where q < 1/2. The Brier rule is strictly proper: its expectation
-1 - q(1-p)^2 - (1-q)p^2 peaks at p = q, and honest (1 - q(1-q)) >= always-correct (q) for every q
-since the difference is (1-q)^2. Use `params: {rule: brier}` once the policy is usually right.
+Why Brier. If the answer is right with probability q, the expected Brier reward of a stated p is
+1 - q(1-p)^2 - (1-q)p^2, which peaks at p = q: the rule is strictly proper, so the best a policy
+can do is state its true chance of being right. The absolute rule's expectation is
+1 - q + p(2q - 1), linear in p: it pays p = 1 whenever q > 1/2 and p = 0 whenever q < 1/2 (and
+is flat at q = 1/2), so at no pass rate does it make the honest p = q the best answer. It is
+kept only for comparison runs.
 
 `calibration_metrics` summarises a batch (accuracy of the verdict at 0.5, Brier score, AUROC) for
 logging, whichever rule pays the reward.
@@ -34,17 +33,16 @@ from typing import Literal, Sequence
 
 import numpy as np
 
-from envs.base import Task, Verdict
+from envs.base import SELF_VERDICT_TAG, Task, Verdict
 from rewards.registry import register_reward
 from rollout.episode import Episode
 
-_TAG = re.compile(r"<verify>(.*?)</verify>", re.S | re.I)
 _PROB = re.compile(r"p\s*=\s*(\d+(?:\.\d*)?|\.\d+)")
 
 
 def parse_self_verdict(text: str) -> float | None:
     """The stated probability of being correct, or None when absent or malformed."""
-    tags = list(_TAG.finditer(text))
+    tags = list(SELF_VERDICT_TAG.finditer(text))
     if len(tags) != 1 or text[tags[0].end() :].strip():
         return None
     body = tags[0].group(1).strip().lower()
@@ -61,9 +59,9 @@ def parse_self_verdict(text: str) -> float | None:
 
 @register_reward("self_verification")
 def self_verification(
-    episode: Episode, task: Task, verdict: Verdict, rule: Literal["absolute", "brier"] = "absolute"
+    episode: Episode, task: Task, verdict: Verdict, rule: Literal["brier", "absolute"] = "brier"
 ) -> float:
-    """1 - |p - y| (or 1 - (p - y)^2 with rule="brier") for the stated p; 0 without a valid verdict."""
+    """1 - (p - y)^2 (or the improper 1 - |p - y| with rule="absolute") for the stated p; 0 without a valid verdict."""
     if rule not in ("absolute", "brier"):
         raise ValueError(f"rule must be 'absolute' or 'brier', got {rule!r}")
     p = parse_self_verdict(episode.completion_text)

@@ -234,7 +234,7 @@ def test_calibration_is_logged_when_self_verification_is_on():
     cfg = RewardsConfig.model_validate({"outcome": {"weight": 1.0}, "self_verification": {"weight": 0.5}})
     eps = [ep("1 <verify>p=0.9</verify>"), ep("2 <verify>p=0.2</verify>"), ep("3")]
     scored = score_batch(eps, [TASK] * 3, [PASS, WRONG, WRONG], cfg, 0)
-    assert [b.total for b in scored.breakdowns] == pytest.approx([1.0 + 0.5 * 0.9, 0.5 * 0.8, 0.0])
+    assert [b.total for b in scored.breakdowns] == pytest.approx([1.0 + 0.5 * (1 - 0.1**2), 0.5 * (1 - 0.2**2), 0.0])  # Brier
     assert scored.metrics["self_verify/auroc"] == 1.0
     assert scored.metrics["self_verify/parsed"] == pytest.approx(2 / 3)
     assert scored.metrics["self_verify/accuracy"] == pytest.approx(2 / 3)

@@ -87,9 +87,27 @@ def test_brier_rule_pays_the_honest_probability_best_at_every_pass_rate(k):
 
 @pytest.mark.parametrize("q", [0.6, 0.8, 0.95])
 def test_absolute_rule_pays_boasting_when_the_policy_is_usually_right(q):
-    # the issue's 1 - |p - y| is not proper: above q = 1/2 the tag "correct" beats the honest p = q
+    # 1 - |p - y| is not proper: above q = 1/2 the tag "correct" beats the honest p = q
     assert expected("absolute", "a <verify>correct</verify>", q) > expected("absolute", f"a <verify>p={q}</verify>", q)
     assert expected("brier", "a <verify>correct</verify>", q) < expected("brier", f"a <verify>p={q}</verify>", q)
+
+
+@pytest.mark.parametrize("q", [0.1, 0.2, 0.3, 0.4])
+def test_absolute_rule_pays_denial_when_the_policy_is_usually_wrong(q):
+    # and below q = 1/2 it pays "incorrect" over the honest p = q: honest at no pass rate
+    assert expected("absolute", "a <verify>incorrect</verify>", q) > expected("absolute", f"a <verify>p={q}</verify>", q)
+
+
+def test_the_default_rule_is_maximised_by_the_honest_probability():
+    """The reward as an experiment gets it (`self_verification` with no params): over a grid of pass
+    rates q, the stated p with the highest expected reward is q itself."""
+    grid = [j / 100 for j in range(101)]
+    paid = {  # scheduled total of a stated p when the answer passes / fails
+        p: totals([answer(f"a <verify>p={p}</verify>")] * 2, [OK, BAD], {"self_verification": {"weight": 1.0}}) for p in grid
+    }
+    for q in [k / 10 for k in range(1, 10)]:
+        value = {p: q * ok + (1 - q) * bad for p, (ok, bad) in paid.items()}
+        assert max(value, key=value.get) == pytest.approx(q), q
 
 
 # ------------------------------------------------------------------------- PARL: spurious parallelism

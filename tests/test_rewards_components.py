@@ -383,12 +383,12 @@ def sv(text, passed, **params):
 
 
 def test_self_verification_by_hand():
-    assert sv("1 <verify>p=0.8</verify>", True) == pytest.approx(0.8)
-    assert sv("1 <verify>p=0.8</verify>", False) == pytest.approx(0.2)
+    assert sv("1 <verify>p=0.8</verify>", True) == pytest.approx(0.96)  # Brier by default
+    assert sv("1 <verify>p=0.8</verify>", False) == pytest.approx(0.36)
     assert sv("1 <verify>incorrect</verify>", False) == 1.0
     assert sv("1 <verify>correct</verify>", False) == 0.0
-    assert sv("1 <verify>p=0.8</verify>", True, rule="brier") == pytest.approx(0.96)
-    assert sv("1 <verify>p=0.8</verify>", False, rule="brier") == pytest.approx(0.36)
+    assert sv("1 <verify>p=0.8</verify>", True, rule="absolute") == pytest.approx(0.8)
+    assert sv("1 <verify>p=0.8</verify>", False, rule="absolute") == pytest.approx(0.2)
 
 
 def test_self_verification_missing_or_malformed_scores_zero():

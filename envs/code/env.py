@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from envs.base import Task, Verdict
+from envs.base import Task, Verdict, strip_self_verdict
 from envs.code.generator import LEVELS, make_task
 from envs.code.harness import build_program, new_nonce, read_report
 from envs.code.humaneval import humaneval_tasks
@@ -68,7 +68,7 @@ class CodeEnv:
 
     def verify(self, task: Task, completion: str) -> Verdict:
         nonce = new_nonce()
-        program = build_program(task.prompt + completion, task.payload["tests"], task.payload["entry_point"])
+        program = build_program(task.prompt + strip_self_verdict(completion), task.payload["tests"], task.payload["entry_point"])
         result = run_command(
             [PYTHON, "-I", "-B", "/work/main.py"],
             files={"main.py": program},

@@ -6,7 +6,7 @@ from fractions import Fraction
 
 import numpy as np
 
-from envs.base import Task, Verdict
+from envs.base import Task, Verdict, strip_self_verdict
 from envs.math.answer import aligned_digit_credit, answers_equal
 from envs.math.generator import FIXED_WIDTH_LEVELS, LEVELS, format_fixed_width, format_number, make_problem
 from envs.split import HeldoutSplit, HeldoutStream, stable_hash
@@ -63,6 +63,7 @@ class MathEnv:
         return self._eval_stream.first(self.eval_size if n is None else n)
 
     def verify(self, task: Task, completion: str) -> Verdict:
+        completion = strip_self_verdict(completion)  # the policy's verdict on its answer is not part of it
         expected = Fraction(task.payload["answer"])
         passed, parsed = answers_equal(completion, expected)
         reason = "correct" if passed else ("wrong answer" if parsed else "unreadable answer")

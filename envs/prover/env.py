@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import re
-
 import numpy as np
 
-from envs.base import Task, Verdict
+from envs.base import Task, Verdict, strip_self_verdict
 from envs.prover.checker import check
 from envs.prover.generator import LEVELS, make_theorem
 from envs.split import HeldoutSplit, stable_hash
 
 
-_SELF_VERDICT = re.compile(r"<verify>.*?</verify>\s*$", re.S)
 
 
 class ProverEnv:
@@ -47,5 +44,5 @@ class ProverEnv:
 
     def verify(self, task: Task, completion: str) -> Verdict:
         # a trailing self-verdict (<verify>...</verify>) is for the self_verification reward, not Coq
-        completion = _SELF_VERDICT.sub("", completion)
+        completion = strip_self_verdict(completion)
         return check(task.payload["theorem"], completion, timeout_s=self.timeout_s, memory_mb=self.memory_mb, allow_unisolated=self.allow_unisolated)

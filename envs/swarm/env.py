@@ -19,7 +19,7 @@ import time
 
 import numpy as np
 
-from envs.base import Task, Verdict
+from envs.base import Task, Verdict, strip_self_verdict
 from envs.split import HeldoutSplit, HeldoutStream, stable_hash
 from envs.swarm import syntax as S
 from envs.swarm.answer import final_answer, format_table, item_f1, parse_table
@@ -84,7 +84,7 @@ class SwarmEnv:
     # ------------------------------------------------------------------ verifier
 
     def verify(self, task: Task, completion: str) -> Verdict:
-        text = final_answer(completion)
+        text = final_answer(strip_self_verdict(completion))
         if text is None:
             return Verdict(passed=False, score=0.0, parsed=False, reason="no answer")
         gold = {(n, str(v)) for n, v in task.payload["answer"].items()}

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import re
 
+from envs.base import strip_self_verdict
 from envs.vision.render import COLORS, SHAPES
 
 MAX_ANSWER_CHARS = 16
-_SELF_VERDICT = re.compile(r"<verify>.*?</verify>\s*$", re.S | re.I)
 _INTEGER = re.compile(r"^\d{1,6}$")
 VOCABULARY = {
     "count": "integer",
@@ -27,7 +27,7 @@ VOCABULARY = {
 
 def normalise(text: str) -> str | None:
     """The answer token of a completion, or None when there is no single readable token."""
-    text = _SELF_VERDICT.sub("", text)
+    text = strip_self_verdict(text)
     line = text.split("\n", 1)[0].strip().lower()
     if line.endswith("."):
         line = line[:-1].rstrip()
