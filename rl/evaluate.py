@@ -9,6 +9,7 @@ from collections import defaultdict
 
 from envs.base import Env, Task
 from envs.registry import verify_batch
+from rl.self_judgement import self_judgement_metrics, stated_and_graded
 from rollout.collect import collect
 from rollout.engines.base import SamplingParams
 from rollout.episode import Episode
@@ -26,7 +27,8 @@ def evaluate(
     samples: int = 1,
 ) -> tuple[dict[str, float], list[Episode]]:
     """`samples` completions per held-out task. Returns metrics (overall, per level, per task kind
-    where the env has kinds, mean verifier score, and the rollout's own metrics under `eval/`) and
+    where the env has kinds, mean verifier score, the rollout's own metrics under `eval/`, and
+    `eval/self_verify/...` where the completions end with a self-verdict, see `rl.self_judgement`) and
     the episodes, task-major: the samples of `tasks[i]` are `episodes[i * samples:(i + 1) * samples]`.
     `rollout`: an `rl.rollout_choice.Rollout` (default: single-turn `collect`)."""
     if samples < 1:
@@ -47,6 +49,8 @@ def evaluate(
             by_level[f"kind_{kind}"].append(float(verdict.passed))
     metrics = {f"eval/pass_at_1_{k}" if k != "all" else "eval/pass_at_1": sum(v) / len(v) for k, v in by_level.items()}
     metrics["eval/score"] = sum(v.score for v in verdicts) / len(verdicts)
+    # where the policy judges its own answers: calibration, and best-of-k by its verdicts
+    metrics.update(self_judgement_metrics(*stated_and_graded(episodes), [t.payload.get("level") for t in tasks], samples, seed))
     if rollout is not None:
         metrics.update({f"eval/{k}": v for k, v in rollout.metrics(episodes).items()})
     return metrics, episodes

@@ -49,6 +49,7 @@ from rl.policy_average import AVERAGE_VERSION, PolicyAverage
 from rl.rollout_choice import choose_rollout
 from rl.rollout_pipeline import RolloutPipeline
 from rl.sample_grid import log_sample_grid
+from rl.self_judgement import log_reliability_diagram, stated_and_graded
 from rl.sft import run_sft
 from rl.tracking import Tracker, default_uri
 from rollout.engines.base import SamplingParams
@@ -135,6 +136,8 @@ def train(cfg: ExperimentConfig, run_dir: Path, *, resume: bool = False) -> dict
             sample = [e.json_record() for e in first[: cfg.tracking.sample_episodes]]
             tracker.log_dict(sample, f"episodes/eval_step_{step:06d}.json")
             log_sample_grid(tracker, run_dir, eval_tasks, first, step)
+        if step > tracker.logged_until:
+            log_reliability_diagram(tracker, run_dir, *stated_and_graded(episodes), step)
         per_task = f" x {cfg.train.eval_samples} samples" if cfg.train.eval_samples > 1 else ""
         console.log(f"step {step}: held-out pass@1 {metrics['eval/pass_at_1']:.3f} on {len(eval_tasks)} problems{per_task}")
         return metrics

@@ -20,7 +20,7 @@ def test_the_shipped_parl_sweep_differs_only_in_its_schedules():
     assert [f.stem for f, _ in planned] == ["lambda_annealed", "lambda_constant", "lambda_off"]
     assert said == ["sweep schedules_parl: 3 runs; the files differ in rewards.finish.weight, rewards.instantiation.weight"]
     by_name = {cfg.run.name: cfg for _, cfg in planned}
-    weights = {n: [c.rewards.root[k].weight.weight_at(s) for k in ("instantiation", "finish") for s in (0, 20, 40)] for n, c in by_name.items()}
+    weights = {n: [c.rewards.root[k].weight.weight_at(s) for k in ("instantiation", "finish") for s in (0, 75, 150)] for n, c in by_name.items()}
     assert weights == {
         "lambda_off": [0.0] * 6,
         "lambda_constant": [0.3] * 6,
