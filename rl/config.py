@@ -120,6 +120,12 @@ class SFTConfig(Section):
         None, gt=0, description="Apply QK-Clip with this threshold after every SFT step (empty: off). Bounded attention logits keep the RL start smooth."
     )
     cache: bool = Field(True, description="Reuse a finished SFT checkpoint with the same policy/env/sft settings.")
+    self_verdict_problems: int = Field(
+        0,
+        ge=0,
+        description="After the answer SFT, teach the verdict tag of `self_verification`: the SFT policy answers this many training problems `self_verdict_samples` times each, the checker grades every answer, and the policy is fine-tuned to end each answer with `<verify>p=q</verify>`, q the problem's pass rate (only the tag is trained; one epoch). 0: off.",
+    )
+    self_verdict_samples: int = Field(8, ge=2, description="Answers sampled per problem for the verdict bootstrap; their pass rate is the label.")
     seed: int | None = Field(
         None,
         description="Seed of the bootstrap (model init, demonstrations, data order); empty: `run.seed`. Fix it to compare RL seeds (`run.seed`) from one cached bootstrap.",
@@ -383,8 +389,9 @@ class ExperimentConfig(Section):
     def sft_fingerprint(self) -> str:
         """The settings an SFT bootstrap depends on. The training mix by level is an RL setting
         (demonstrations come from the env's own sampler), so it never invalidates a cached policy.
-        `sft.seed` is left out: the seed in effect (`sft_seed`) names the cache folder."""
-        return self.fingerprint("policy", "env", "sft", exclude={"env": {"level_weights"}, "sft": {"seed"}})
+        `sft.seed` is left out: the seed in effect (`sft_seed`) names the cache folder; so are the
+        verdict bootstrap's keys, which key its own cache on top of this one (`rl.sft_verdicts`)."""
+        return self.fingerprint("policy", "env", "sft", exclude={"env": {"level_weights"}, "sft": {"seed", "self_verdict_problems", "self_verdict_samples"}})
 
     @property
     def sft_seed(self) -> int:

@@ -54,7 +54,9 @@ def segment_masked(demos: list[dict], tokenizer) -> list[dict]:
 
 
 def run_sft(cfg: ExperimentConfig, env: Env, *, log=print) -> Path:
-    """Train (or reuse) the SFT policy; returns its folder (a `from_pretrained` folder)."""
+    """Train (or reuse) the SFT policy; returns its folder (a `from_pretrained` folder). With
+    `sft.self_verdict_problems`, the answer policy then learns to judge its answers
+    (`rl.sft_verdicts`), and that policy is returned."""
     if cfg.policy.arch == "llava":
         from rl.sft_vlm import run_vlm_sft
 
@@ -62,8 +64,25 @@ def run_sft(cfg: ExperimentConfig, env: Env, *, log=print) -> Path:
     out = sft_cache_dir(cfg, env)
     if cfg.sft.cache and (out / "DONE").exists():
         log(f"sft: reusing cached policy {out}")
-        return out
+    else:
+        from policies.model import build_policy
 
+        model, tokenizer = build_policy(cfg.policy, seed=cfg.sft_seed)
+        demos = demonstrations(env, cfg.sft.examples, cfg.sft_seed)
+        work = out.with_name(out.name + ".tmp")
+        fit(cfg, model, tokenizer, segment_masked(demos, tokenizer) if "segments" in demos[0] else demos, work, log=log)
+        shutil.rmtree(out, ignore_errors=True)
+        work.replace(out)
+    if cfg.sft.self_verdict_problems:
+        from rl.sft_verdicts import run_verdict_sft
+
+        return run_verdict_sft(cfg, env, out, log=log)
+    return out
+
+
+def fit(cfg: ExperimentConfig, model, tokenizer, examples: list[dict], work: Path, *, log=print, epochs: float | None = None) -> None:
+    """Fine-tune `model` on `examples` (prompt/completion pairs, or pre-tokenised `segment_masked`
+    rows) with TRL's `SFTTrainer` and the `sft` settings; the result goes to `work` (with `DONE`)."""
     import torch
     import datasets
     from datasets import Dataset
@@ -71,22 +90,19 @@ def run_sft(cfg: ExperimentConfig, env: Env, *, log=print) -> Path:
     from trl import SFTConfig as TRLSFTConfig
     from trl import SFTTrainer
 
-    from policies.model import build_policy, save_policy
+    from policies.model import save_policy
 
     hf_logging.set_verbosity_error()
     datasets.disable_progress_bars()
     if cfg.run.torch_threads:
         torch.set_num_threads(cfg.run.torch_threads)
-    model, tokenizer = build_policy(cfg.policy, seed=cfg.sft_seed)
-    demos = demonstrations(env, cfg.sft.examples, cfg.sft_seed)
-    data = Dataset.from_list(segment_masked(demos, tokenizer) if "segments" in demos[0] else demos)
-    work = out.with_name(out.name + ".tmp")
+    data = Dataset.from_list(examples)
     shutil.rmtree(work, ignore_errors=True)
     args = TRLSFTConfig(
         output_dir=str(work / "trainer"),
         per_device_train_batch_size=cfg.sft.batch_size,
-        num_train_epochs=cfg.sft.epochs,
-        max_steps=cfg.sft.max_steps,
+        num_train_epochs=cfg.sft.epochs if epochs is None else epochs,
+        max_steps=cfg.sft.max_steps if epochs is None else -1,
         learning_rate=cfg.sft.lr,
         lr_scheduler_type="cosine",
         warmup_steps=10,
@@ -111,9 +127,6 @@ def run_sft(cfg: ExperimentConfig, env: Env, *, log=print) -> Path:
     shutil.rmtree(work / "trainer", ignore_errors=True)
     save_policy(trainer.model, tokenizer, work)
     (work / "DONE").write_text(f"steps={result.global_step}\nloss={result.training_loss}\n")
-    shutil.rmtree(out, ignore_errors=True)
-    work.replace(out)
-    return out
 
 
 def _qk_clip_callback_base():
