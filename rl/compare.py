@@ -70,8 +70,10 @@ def compare(uri: str, experiment: str, out_png: Path) -> tuple[list[dict], Path]
     if not runs:
         raise ValueError(f"experiment {experiment!r} has no runs")
     rows, curves = [], {}
-    for run in runs:
-        name = run.info.run_name or run.info.run_id[:8]
+    names = [run.info.run_name or run.info.run_id[:8] for run in runs]
+    for run, name in zip(runs, names):
+        if names.count(name) > 1:  # runs of one name (a sweep run twice): one line each, told apart by id
+            name = f"{name} ({run.info.run_id[:6]})"
         parl = _is_parl(run.data.metrics)
         curves[name] = {k: _history(client, run.info.run_id, k) for k in _curve_keys(run.data.metrics, parl)}
         evals = curves[name].get(PASS, [])

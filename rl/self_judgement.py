@@ -5,6 +5,8 @@ see `rewards.self_verification`); the checker says whether the answer passed (y)
 
 - calibration (`eval/self_verify/accuracy|brier|auroc|parsed`), and AUROC within each level:
   difficulty alone separates levels, so the within-level figure is the one that shows judgement;
+  `brier_constant` is the Brier score of stating the pass rate every time (y(1 - y) over the same
+  samples): a verdict below it says more than the base rate does;
 - a reliability diagram: the verdicts binned by p, each bin's mean p against its pass rate
   (a calibrated policy lies on the diagonal); ECE is the count-weighted mean gap;
 - with k samples per task, **best-of-k by self-verdict**: keep the sample with the highest stated p
@@ -88,6 +90,9 @@ def self_judgement_metrics(ps: list[float | None], passed: list[bool], levels: l
         idx = [i for i, lv in enumerate(levels) if lv == level]
         auroc = calibration_metrics([ps[i] for i in idx], [passed[i] for i in idx])["self_verify/auroc"]
         out[f"{PREFIX}auroc_level{level}"] = auroc
+    stated = [y for p, y in zip(ps, passed) if p is not None]
+    rate = sum(stated) / len(stated)
+    out[PREFIX + "brier_constant"] = rate * (1 - rate)
     out[PREFIX + "ece"] = expected_calibration_error(reliability_bins(ps, passed))
     if samples > 1:
         by_task = lambda xs: [xs[i : i + samples] for i in range(0, len(xs), samples)]  # noqa: E731

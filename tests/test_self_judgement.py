@@ -62,6 +62,7 @@ def test_metrics_within_each_level_and_only_with_verdicts():
     m = self_judgement_metrics(ps, ys, levels, samples=2)
     assert m["eval/self_verify/auroc_level1"] == 1.0 and m["eval/self_verify/auroc_level2"] == 0.0
     assert m["eval/self_verify/auroc"] == 0.75 and m["eval/self_verify/parsed"] == 1.0
+    assert m["eval/self_verify/brier_constant"] == 0.25  # half of them pass
     assert m["eval/self_verify/best_of_k"] == 0.5 and m["eval/self_verify/k"] == 2.0  # right in level 1, wrong in level 2
     assert "eval/self_verify/best_of_k" not in self_judgement_metrics(ps, ys, levels, samples=1)
     assert self_judgement_metrics([None] * 8, ys, levels, samples=2) == {}
