@@ -81,14 +81,13 @@ def rows(evals: dict[int, dict[str, float]], levels: list[int], baseline_end: di
 
 
 def samples(run_dir: Path, step: int, n: int = 8) -> list[str]:
-    path = next(iter((run_dir.parent / "mlartifacts").rglob(f"episodes/eval_step_{step:06d}.json")), None) if (run_dir.parent / "mlartifacts").exists() else None
-    if path is None:
+    run_id = (run_dir / "mlflow_run_id").read_text().strip()
+    path = run_dir.parent / "mlartifacts" / run_id / "artifacts" / "episodes" / f"eval_step_{step:06d}.json"
+    if not path.exists():
         return []
     lines = []
     for rec in json.loads(path.read_text())[:n]:
-        text = "".join(t["text"] for t in json.loads(rec["turns"]) if t["role"] == "assistant")
-        verdict = json.loads(rec["verdict"]) if isinstance(rec["verdict"], str) else rec["verdict"]
-        lines.append(f"{rec['prompt']!r:>12} → {text!r:<34} checker: {'right' if verdict.get('passed') else 'wrong'}")
+        lines.append(f"{rec['prompt']!r:>12} → {rec['completion']!r:<34} checker: {'right' if rec['passed'] else 'wrong'}")
     return lines
 
 

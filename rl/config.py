@@ -247,6 +247,10 @@ class AlgorithmConfig(Section):
         ge=0,
         description="Entropy bonus: the loss minus this times the mean token entropy of the completions trained on (aggregated like `loss_agg`), against sampling collapsing onto one answer per problem. 0: off.",
     )
+    verdict_credit: bool = Field(
+        False,
+        description="With the `self_verification` reward: the verdict tag's tokens get the group-relative advantage of that reward alone, the answer's tokens that of the other rewards (rl/verdict_credit.py). Off: one advantage per completion, which pushes an honest verdict on a wrong answer down with the answer.",
+    )
     dynamic_sampling: bool = Field(True, description="Drop groups whose rewards are all equal (zero advantage).")
     epochs: int = Field(1, ge=1, description="Passes of the learner over each rollout batch.")
     minibatch_size: int = Field(0, ge=0, description="Completions per optimizer step; 0: the whole batch is one step.")
@@ -364,6 +368,12 @@ class ExperimentConfig(Section):
                     raise ValueError(f"parl.{key} ({cap}) exceeds policy.max_position_embeddings ({ctx})")
                 if turn >= cap:
                     raise ValueError(f"rollout.max_new_tokens ({turn}, one turn) must be below parl.{key} ({cap})")
+        return self
+
+    @model_validator(mode="after")
+    def _verdict_credit_needs_the_reward(self) -> "ExperimentConfig":
+        if self.algorithm.verdict_credit and "self_verification" not in self.rewards.root:
+            raise ValueError("algorithm.verdict_credit splits the credit of the self_verification reward: add rewards.self_verification or set it to false")
         return self
 
     @model_validator(mode="after")

@@ -50,6 +50,7 @@ from rl.rollout_choice import choose_rollout
 from rl.rollout_pipeline import RolloutPipeline
 from rl.sample_grid import log_sample_grid
 from rl.self_judgement import log_reliability_diagram, stated_and_graded
+from rl.verdict_credit import verdict_token_advantages
 from rl.sft import run_sft
 from rl.tracking import Tracker, default_uri
 from rollout.engines.base import SamplingParams
@@ -167,7 +168,9 @@ def train(cfg: ExperimentConfig, run_dir: Path, *, resume: bool = False) -> dict
             # 4. group-relative advantages, dynamic sampling
             rewards = torch.tensor([e.reward.total for e in episodes], dtype=torch.float32)
             groups = torch.tensor([e.group for e in episodes], dtype=torch.long)
-            advantages = advantage_fn(rewards, groups)
+            advantages, token_advantages = advantage_fn(rewards, groups), None
+            if cfg.algorithm.verdict_credit:  # the answer and the verdict on it credited apart
+                advantages, token_advantages = verdict_token_advantages(episodes, groups, advantage_fn, tokenizer)
             keep = nonzero_variance_groups(rewards, groups) if cfg.algorithm.dynamic_sampling else torch.ones_like(rewards, dtype=torch.bool)
             for e, a in zip(episodes, advantages.tolist()):
                 e.advantage = a
@@ -175,9 +178,15 @@ def train(cfg: ExperimentConfig, run_dir: Path, *, resume: bool = False) -> dict
             # 5. learner step (skipped when no group carries signal), at the scheduled lr
             progress = run_progress(step - 1, cfg.train.steps, time.perf_counter() - rl_t0, cfg.train.max_minutes)
             metrics: dict[str, float] = {"learner/lr_factor": learner.schedule_lr(step, progress)}
-            kept = [e for e, k in zip(episodes, keep.tolist()) if k]
+            kept = [i for i, k in enumerate(keep.tolist()) if k]
             if kept:
-                batch = build_batch(kept, [e.advantage for e in kept], tokenizer.pad_token_id, getattr(processor, "image_processor", None))
+                batch = build_batch(
+                    [episodes[i] for i in kept],
+                    [episodes[i].advantage for i in kept],
+                    tokenizer.pad_token_id,
+                    getattr(processor, "image_processor", None),
+                    None if token_advantages is None else [token_advantages[i] for i in kept],
+                )
                 metrics.update(learner.update(batch))
             if average is not None:
                 average.update(model)

@@ -63,7 +63,7 @@ def tis_weights(learner_logprobs: torch.Tensor, sampler_logprobs: torch.Tensor, 
 def ppo_clip(
     logprobs: torch.Tensor,  # [B, T] current policy, with grad
     old_logprobs: torch.Tensor,  # [B, T] behaviour (sampler) policy
-    advantages: torch.Tensor,  # [B]
+    advantages: torch.Tensor,  # [B], or [B, T] per token
     mask: torch.Tensor,  # [B, T]
     *,
     clip_low: float = 0.2,
@@ -85,7 +85,7 @@ def ppo_clip(
     sampling passes `tis_weights` here and the learner's own pre-update log-probs as `old_logprobs`.
     """
     mask = mask.to(logprobs.dtype)
-    adv = advantages[:, None].to(logprobs.dtype)  # [B, 1]
+    adv = (advantages[:, None] if advantages.dim() == 1 else advantages).to(logprobs.dtype)  # [B, 1] or [B, T]
     log_ratio = logprobs - old_logprobs
     ratio = torch.exp(log_ratio)  # [B, T]
     surr1 = ratio * adv
