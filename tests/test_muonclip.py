@@ -252,12 +252,17 @@ def test_split_by_module_type_not_by_name():
     }
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2])
 @pytest.mark.parametrize("nesterov", [True, False])
-def test_batched_muon_matches_torch_muon_step_for_step(nesterov):
-    """Same update rule as torch.optim.Muon: bitwise-close in bfloat16, within bfloat16's error in float32."""
+def test_batched_muon_matches_torch_muon_step_for_step(nesterov, seed):
+    """Same update rule as torch.optim.Muon, within bfloat16's rounding. Batched and per-matrix
+    bfloat16 matmuls round in a different order: over 1000 seeds x 2 x 5 matrices the two bfloat16
+    runs differed by at most 1.0% of the distance the weights moved (99.9th percentile 0.5%), and
+    float32 Newton-Schulz against torch's bfloat16 by at most 9.3% (99.9th percentile 4.9%, the
+    thin 33x5 matrix). A different rule (scale, momentum, decay) is far outside both."""
     from rl.optim.muon import BatchedMuon
 
-    g = torch.Generator().manual_seed(int(torch.randint(0, 10_000, ())))
+    g = torch.Generator().manual_seed(seed)
     shapes = [(16, 48), (16, 48), (48, 16), (7, 7), (33, 5)]
     init = [torch.randn(s, generator=g) for s in shapes]
     grads = [[torch.randn(s, generator=g) for s in shapes] for _ in range(3)]
@@ -279,8 +284,8 @@ def test_batched_muon_matches_torch_muon_step_for_step(nesterov):
     for ref, b16, f32, w0 in zip(runs["torch"], runs["bf16"], runs["fp32"], init):
         moved = (ref - w0).abs().max()
         assert moved > 1e-3  # the optimizer did move the weights
-        torch.testing.assert_close(b16, ref, atol=1e-5, rtol=1e-5)
-        assert (f32 - ref).abs().max() < 0.02 * moved  # bfloat16 rounding, not a different rule
+        assert (b16 - ref).abs().max() < 0.02 * moved
+        assert (f32 - ref).abs().max() < 0.1 * moved  # bfloat16 rounding, not a different rule
 
 
 def test_muon_newton_schulz_precision_follows_the_device():
