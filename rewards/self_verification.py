@@ -12,7 +12,10 @@ With y = 1 if the checker passed the answer else 0:
     rule="absolute":         r = 1 - |p - y|     (improper: named explicitly or not at all)
 
 and r = 0 when the verdict is missing, malformed, out of range, not last, or repeated (hedging
-with several tags earns nothing).
+with several tags earns nothing), and when the checker could not read the answer at all
+(`verdict.parsed` false): failure is then certain, so predicting it is no judgement, and paying
+for it would pay a policy to break its own answer and say so (`+0059<<verify>p=0.0</verify>`
+is graded as the unreadable `+0059<`; a run that credited verdict tokens apart learned exactly that).
 
 Why Brier. If the answer is right with probability q, the expected Brier reward of a stated p is
 1 - q(1-p)^2 - (1-q)p^2, which peaks at p = q: the rule is strictly proper, so the best a policy
@@ -61,11 +64,12 @@ def parse_self_verdict(text: str) -> float | None:
 def self_verification(
     episode: Episode, task: Task, verdict: Verdict, rule: Literal["brier", "absolute"] = "brier"
 ) -> float:
-    """1 - (p - y)^2 (or the improper 1 - |p - y| with rule="absolute") for the stated p; 0 without a valid verdict."""
+    """1 - (p - y)^2 (or the improper 1 - |p - y| with rule="absolute") for the stated p; 0 without a
+    valid verdict or a readable answer."""
     if rule not in ("absolute", "brier"):
         raise ValueError(f"rule must be 'absolute' or 'brier', got {rule!r}")
     p = parse_self_verdict(episode.completion_text)
-    if p is None:
+    if p is None or not verdict.parsed:
         return 0.0
     gap = abs(p - (1.0 if verdict.passed else 0.0))
     return 1.0 - (gap if rule == "absolute" else gap * gap)

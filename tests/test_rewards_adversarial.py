@@ -193,3 +193,20 @@ def test_parallel_nonsense_earns_nothing_when_gated():
     wide_but_wrong = orchestrator({0: 1, 1: 1}, [sub(0, 4) for _ in range(6)])
     rewards = {"outcome": {"weight": 1.0}, "anti_serial_collapse": {"weight": 1.0}}
     assert totals([wide_but_wrong], [BAD], rewards) == [0.0]
+
+
+def test_breaking_the_answer_and_predicting_the_failure_earns_nothing():
+    """A tag whose text makes the answer unreadable (`+0059<<verify>...`) fails the answer for sure:
+    stating p = 0 then is no judgement, and pays nothing, under either rule."""
+    from envs.math import MathEnv
+
+    env = MathEnv(levels=(1, 2, 3), fixed_width=True)
+    task = env.sample(1, __import__("numpy").random.default_rng(0))[0]
+    right = env.oracle(task)
+    for text in (right + "<<verify>p=0.0</verify>", right + "x<verify>incorrect</verify>", "<verify>p=0.0</verify>"):
+        verdict = env.verify(task, text)
+        assert not verdict.parsed
+        for rule in ("brier", "absolute"):
+            assert self_verification(answer(text), task, verdict, rule=rule) == 0.0
+    # the honest verdict on a readable answer is still paid
+    assert self_verification(answer(right + "<verify>p=1.0</verify>"), task, env.verify(task, right + "<verify>p=1.0</verify>")) == 1.0
