@@ -68,7 +68,16 @@ def verdict_demonstrations(env: Env, model, tokenizer, tasks: list[Task], sample
 
 def verdict_cache_dir(cfg: ExperimentConfig, base: Path) -> Path:
     s = cfg.sft
-    key = json.dumps({"base": base.name, "problems": s.self_verdict_problems, "samples": s.self_verdict_samples, "seed": cfg.sft_seed, "bs": s.batch_size, "lr": s.lr})
+    settings = {
+        "base": base.name,
+        "problems": s.self_verdict_problems,
+        "samples": s.self_verdict_samples,
+        "seed": cfg.sft_seed,
+        "bs": s.batch_size,
+        "lr": s.lr,
+        "max_new_tokens": cfg.rollout.max_new_tokens,
+    }
+    key = json.dumps(settings, sort_keys=True)
     return base.with_name(f"{base.name}-verdicts-{hashlib.sha256(key.encode()).hexdigest()[:10]}")
 
 
