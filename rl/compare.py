@@ -155,8 +155,7 @@ def format_table(rows: list[dict]) -> str:
     parl = any(r["parl"] for r in rows)
     if parl:
         names = sorted({c for r in rows for c in r.get("components", {})}, key=lambda c: (c != "outcome", c))
-        for r in rows:
-            r.update({f"r.{c}": r.get("components", {}).get(c, float("nan")) for c in names})
+        rows = [{**r, **{f"r.{c}": r.get("components", {}).get(c, float("nan")) for c in names}} for r in rows]
         cols = ["run", "steps", "item F1 start", *(c for c, _ in PARL_HELD_OUT), "pass@1 final", *(f"r.{c}" for c in names), "wall min", "status"]
     else:
         cols = ["run", "steps", "pass@1 start", "pass@1 final", "pass@1 best", "reward final", "wall min", "status"]
