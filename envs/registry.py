@@ -29,7 +29,11 @@ def make_env(name: str, **kwargs: Any) -> Env:
         from envs.vision import VisionEnv
 
         return VisionEnv(**kwargs)
-    raise ValueError(f"unknown env {name!r}; known: math, code, prover, swarm, vision")
+    if name == "dataset":
+        from envs.dataset import DatasetEnv
+
+        return DatasetEnv(**kwargs)
+    raise ValueError(f"unknown env {name!r}; known: math, code, prover, swarm, vision, dataset")
 
 
 def env_kwargs(cfg) -> dict[str, Any]:
@@ -39,7 +43,13 @@ def env_kwargs(cfg) -> dict[str, Any]:
         kw["fixed_width"] = cfg.env.fixed_width
     if cfg.env.name == "swarm" and cfg.env.parallel_fraction is not None:
         kw["parallel_fraction"] = cfg.env.parallel_fraction
-    if cfg.env.name in ("code", "prover"):
+    if cfg.env.name == "dataset":
+        e = cfg.env
+        kw.update(
+            path=e.path, eval_path=e.eval_path, prompt_key=e.prompt_key, answer_key=e.answer_key, verifier=e.verifier,
+            solution_key=e.solution_key, entry_point_key=e.entry_point_key, level_key=e.level_key,
+        )
+    if cfg.env.name in ("code", "prover") or (cfg.env.name == "dataset" and cfg.env.verifier == "code"):
         kw.update(timeout_s=cfg.sandbox.timeout_s, allow_unisolated=cfg.sandbox.allow_unisolated)
         if cfg.sandbox.memory_mb is not None:
             kw["memory_mb"] = cfg.sandbox.memory_mb

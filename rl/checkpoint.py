@@ -54,6 +54,21 @@ def save_checkpoint(
     return final
 
 
+POLICY_SKELETON = "policy"
+
+
+def save_policy_skeleton(model: torch.nn.Module, tokenizer: Any, processor: Any, run_dir: Path) -> Path:
+    """`<run_dir>/policy/`: the model's config, tokenizer (with its chat template) and processor,
+    no weights. With a checkpoint's `model.pt` it is a whole model (`rl.export`)."""
+    out = Path(run_dir) / POLICY_SKELETON
+    out.mkdir(parents=True, exist_ok=True)
+    model.config.save_pretrained(out)
+    if getattr(model, "generation_config", None) is not None:
+        model.generation_config.save_pretrained(out)
+    (processor if processor is not None else tokenizer).save_pretrained(out)
+    return out
+
+
 def latest_checkpoint(run_dir: Path) -> Path | None:
     found = sorted(p for p in checkpoint_dir(run_dir).glob("step_*") if p.is_dir())
     return found[-1] if found else None

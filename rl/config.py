@@ -93,12 +93,34 @@ class PolicyConfig(Section):
     num_kv_heads: int | None = Field(None, ge=1, description="Key/value heads (GQA); empty: equal to num_heads.")
     head_dim: int = Field(32, ge=32, description="Per-head width; at least 32 so vLLM's CPU backend can serve the model.")
     intermediate_size: int = Field(512, ge=8, description="MLP width.")
-    max_position_embeddings: int = Field(256, ge=16, description="Longest prompt + completion, in tokens.")
+    max_position_embeddings: int = Field(
+        256, ge=16, description="Longest prompt + completion, in tokens. With policy.path and the key not set: the checkpoint's own `max_position_embeddings`."
+    )
     tie_embeddings: bool = Field(False, description="Share the input embedding and the output head.")
     tokenizer: str | None = Field(
         None, description="Tokenizer file/folder; empty: the model folder's, or the built-in character tokenizer."
     )
+    chat_template: bool = Field(
+        False,
+        description="Render each task as a chat: the tokenizer's chat template applied to the task (a user message, after `env.system_prompt` if set) with `add_generation_prompt=True`; completions are the assistant's reply and end at the tokenizer's EOS. For a policy.path (or policy.tokenizer) whose tokenizer has a chat template; single-turn envs only (not swarm, vision).",
+    )
     vision: VisionTowerConfig = Field(default_factory=VisionTowerConfig, description="The vision tower of a `llava` policy built from config (ignored otherwise).")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _context_from_checkpoint(cls, data: Any) -> Any:
+        """A checkpoint's own context length unless the YAML sets one: the built-in 256 must not cap a loaded model."""
+        if isinstance(data, dict) and data.get("path") and "max_position_embeddings" not in data:
+            config = Path(str(data["path"])) / "config.json"
+            if config.is_file():
+                try:
+                    hf = json.loads(config.read_text())
+                except ValueError:
+                    return data  # from_pretrained reports a broken folder better than we could here
+                n = hf.get("max_position_embeddings") or (hf.get("text_config") or {}).get("max_position_embeddings")
+                if isinstance(n, int):
+                    data = {**data, "max_position_embeddings": n}
+        return data
 
     @model_validator(mode="after")
     def _heads_divide(self) -> "PolicyConfig":
@@ -156,10 +178,33 @@ class RolloutConfig(Section):
 
 
 class EnvConfig(Section):
-    name: Literal["math", "code", "prover", "swarm", "vision"] = Field(
+    name: Literal["math", "code", "prover", "swarm", "vision", "dataset"] = Field(
         ...,
-        description="Task family: `math` (exact answers), `code` (Python functions, unit tests in the sandbox), `prover` (Coq proofs), `swarm` (wide look-ups for a PARL orchestrator and its sub-agents, see `parl`), `vision` (questions about rendered images; needs a `llava` policy).",
+        description="Task family: `math` (exact answers), `code` (Python functions, unit tests in the sandbox), `prover` (Coq proofs), `swarm` (wide look-ups for a PARL orchestrator and its sub-agents, see `parl`), `vision` (questions about rendered images; needs a `llava` policy), `dataset` (rows of a Parquet/JSONL file, see `path`, `verifier`).",
     )
+    path: str | None = Field(None, description="dataset only: the Parquet (`.parquet`) or JSONL (`.jsonl`) file of training rows (and held-out rows, without `eval_path`).")
+    eval_path: str | None = Field(
+        None,
+        description="dataset only: a file of held-out rows (same columns), or `humaneval` for HumanEval's 164 problems (verifier code); empty: a stable hash of each prompt holds out `heldout_fraction` of `path`.",
+    )
+    prompt_key: str = Field("question", description="dataset only: the column with the task text (HumanEval layout: `prompt`).")
+    answer_key: str = Field(
+        "answer",
+        description="dataset only: the column with the ground truth: for verifier math a value or a GSM8K solution ending in `#### x`; for verifier code the tests (HumanEval's `test`, which defines `check(candidate)`).",
+    )
+    solution_key: str | None = Field(
+        None,
+        description="dataset only: the column with a worked solution to fine-tune on (the SFT bootstrap); empty: verifier math builds one from a GSM8K answer's worked lines and `The answer is \\boxed{x}.`, verifier code uses `canonical_solution` when the file has it.",
+    )
+    entry_point_key: str = Field("entry_point", description="dataset only, verifier code: the column naming the function the tests call.")
+    level_key: str | None = Field(
+        None, description="dataset only: a column of integer difficulty levels; rows are kept when their level is in `levels`, and evaluation reports pass@1 per level. Empty: levels are not used."
+    )
+    verifier: str = Field(
+        "math",
+        description="dataset only: `math` (the final answer of a free-form completion: last `\\boxed{}`, else `#### x`, else `the answer is x`, compared exactly with the ground truth), `code` (prompt + completion run against the row's tests in the sandbox) or `module:function` (your grader, `(completion, row) -> bool | float`, importable from the working directory or a `file.py:function` path; a grader that raises scores 0 and is counted in `faults/verify_errors`).",
+    )
+    system_prompt: str | None = Field(None, description="With policy.chat_template: a system message before every task; empty: none.")
     levels: list[int] = Field(
         [1, 2, 3], min_length=1, description="Difficulty levels to sample from (math: 1-6, code: 1-3, prover: 1-3, swarm: task width 1-8, vision: 1-3)."
     )
@@ -179,6 +224,23 @@ class EnvConfig(Section):
         le=1,
         description="swarm only: share of the SFT orchestrator demonstrations that hand the look-ups to sub-agents (the rest do them serially with their own tools); empty: 0.5. A low share gives a serial-leaning start, as a single-agent policy would be.",
     )
+
+    @model_validator(mode="after")
+    def _dataset_keys(self) -> "EnvConfig":
+        keys = ("path", "eval_path", "solution_key", "level_key")
+        if self.name != "dataset":
+            stray = [k for k in keys if getattr(self, k) is not None]
+            if stray:
+                raise ValueError(f"env.{stray[0]} is for env dataset (rows of a file), not {self.name!r}: drop it")
+            return self
+        if not self.path:
+            raise ValueError("env.name 'dataset' reads its rows from a file: set env.path to a .parquet or .jsonl file")
+        if self.verifier not in ("math", "code") and self.verifier.count(":") != 1:
+            raise ValueError(f"env.verifier must be math, code or module:function, got {self.verifier!r}")
+        from envs.dataset.rows import check_dataset_files
+
+        check_dataset_files(self.path, self.eval_path, self.prompt_key, self.answer_key, self.verifier, self.entry_point_key, self.solution_key, self.level_key)
+        return self
 
     @model_validator(mode="after")
     def _parallel_fraction_is_swarm(self) -> "EnvConfig":
@@ -377,6 +439,23 @@ class ExperimentConfig(Section):
         return self
 
     @model_validator(mode="after")
+    def _chat_template_is_single_turn(self) -> "ExperimentConfig":
+        if self.policy.chat_template and self.env.name in ("swarm", "vision"):
+            raise ValueError(f"policy.chat_template renders single-turn text prompts; env {self.env.name!r} builds its own transcripts: set it to false")
+        if self.policy.chat_template and not (self.policy.path or self.policy.tokenizer):
+            raise ValueError("policy.chat_template needs a tokenizer with a chat template: set policy.path (or policy.tokenizer) to a Hugging Face folder that has one")
+        folder = self.policy.tokenizer or self.policy.path
+        if self.policy.chat_template and Path(folder).is_dir():
+            from policies.chat import has_chat_template
+
+            if not has_chat_template(folder):
+                key = "policy.tokenizer" if self.policy.tokenizer else "policy.path"
+                raise ValueError(f"policy.chat_template: the tokenizer in {key} ({folder}) has no chat template; set policy.chat_template: false, or save one with the tokenizer")
+        if self.env.system_prompt is not None and not self.policy.chat_template:
+            raise ValueError("env.system_prompt is a chat message: set policy.chat_template: true, or drop it")
+        return self
+
+    @model_validator(mode="after")
     def _vision_needs_a_vlm(self) -> "ExperimentConfig":
         if self.env.name == "vision" and self.policy.arch != "llava" and not self.policy.path:
             raise ValueError("env.name 'vision' needs an image-reading policy: set policy.arch: llava (or policy.path to a VLM folder)")
@@ -482,6 +561,8 @@ def _explain_validation_error(err: ValidationError, data: dict, source: str) -> 
     if not loc:  # a check across sections names its keys in the message
         return f"{source}: {first['msg'].removeprefix('Value error, ')}."
     got = first.get("input")
+    if kind == "value_error" and isinstance(got, dict):  # a check across the keys of a section names them itself
+        return f"{source}: {key}: {first['msg'].removeprefix('Value error, ')}. See `swarmrl config --explain {loc[0]}`."
     got_s = repr(got) if not isinstance(got, dict) else "a mapping"
     return f"{source}: invalid value for {key!r}: {first['msg']} (got {got_s}). See `swarmrl config --explain {loc[0]}`."
 

@@ -34,14 +34,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from envs.registry import env_kwargs, make_env, verifier_errors, verify_batch
+from envs.registry import verifier_errors, verify_batch
 from rewards.scoring import score_batch
 from rl.algorithms import get_advantage, nonzero_variance_groups
 from rl.batch import build_batch
-from rl.checkpoint import latest_checkpoint, load_average, load_checkpoint, save_checkpoint
+from rl.checkpoint import latest_checkpoint, load_average, load_checkpoint, save_checkpoint, save_policy_skeleton
 from rl.config import ExperimentConfig, to_yaml
 from rl.console import Console
 from rl.evaluate import evaluate
+from rl.experiment_env import experiment_env
 from rl.learner import Learner
 from rl.optim.schedule import run_progress
 from rl.placement import place_roles, worker_nodes
@@ -67,7 +68,7 @@ def train(cfg: ExperimentConfig, run_dir: Path, *, resume: bool = False) -> dict
         torch.set_num_threads(cfg.run.torch_threads)
     torch.manual_seed(cfg.run.seed)
 
-    env = make_env(cfg.env.name, **env_kwargs(cfg))
+    env = experiment_env(cfg)
     policy_cfg = cfg.policy
     if cfg.sft.enabled:
         policy_cfg = cfg.policy.model_copy(update={"path": str(run_sft(cfg, env, log=console.log))})
@@ -77,6 +78,7 @@ def train(cfg: ExperimentConfig, run_dir: Path, *, resume: bool = False) -> dict
 
     model, tokenizer = build_policy(policy_cfg, seed=cfg.run.seed)
     processor = processor_for(policy_cfg, tokenizer)  # None for a text-only policy
+    save_policy_skeleton(model, tokenizer, processor, run_dir)  # what `swarmrl export` / `eval` rebuild a checkpoint on
     learner = Learner(model, cfg)
     start_step, rl_wall_before = 0, 0.0
     ckpt = latest_checkpoint(run_dir) if resume else None

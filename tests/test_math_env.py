@@ -86,7 +86,7 @@ def test_wrong_answers_fail(text):
     assert not v.passed and v.score == 0.0
 
 
-@pytest.mark.parametrize("text", ["", "   ", "abc", "=", "1/0", "\n357", "357=357", "9**9**9", "9^9^9^9", "nan", "inf"])
+@pytest.mark.parametrize("text", ["", "   ", "abc", "=", "1/0", "\n357", "357=357", "9**9**9", "9^9^9^9", "nan", "inf", "٣٥٧", "３５７"])
 def test_garbage_is_unparsed(text):
     env, t = task_with("357")
     v = env.verify(t, text)

@@ -14,9 +14,9 @@ import re
 from fractions import Fraction
 
 MAX_ANSWER_CHARS = 64
-_NUMBER = re.compile(r"^\s*(?:[a-z]\s*=\s*)?([+-]?)\s*(\d+(?:\.\d+)?)\s*(?:/\s*([+-]?\d+))?\s*$")
+_NUMBER = re.compile(r"^\s*(?:[a-z]\s*=\s*)?([+-]?)\s*(\d+(?:\.\d+)?)\s*(?:/\s*([+-]?\d+))?\s*$", re.ASCII)  # ASCII digits only: int("١٢") is 12
 _WRAPPER = re.compile(r"^(?:\$(.*)\$|\\boxed\{(.*)\})$")
-_LATEX_FRACTION = re.compile(r"^([+-]?)\s*\\[dt]?frac\{\s*(\d+)\s*\}\{\s*(\d+)\s*\}$")
+_LATEX_FRACTION = re.compile(r"^([+-]?)\s*\\[dt]?frac\{\s*(\d+)\s*\}\{\s*(\d+)\s*\}$", re.ASCII)
 
 
 def parse_answer(text: str) -> Fraction | None:
