@@ -129,9 +129,11 @@ class DatasetEnv:
 def gsm_completion(answer: str) -> str:
     """A GSM8K answer (`worked lines ... #### 72`, or a bare value) as the completion a policy is
     taught: the worked lines, then `The answer is \\boxed{72}.`"""
-    worked = _GSM_FINAL.sub("", answer).strip() if _GSM_FINAL.search(answer) else ""
-    close = f"The answer is \\boxed{{{parse_ground_truth(answer)}}}."
-    return f"{worked}\n{close}" if worked else close
+    if _GSM_FINAL.search(answer):
+        from envs.dataset.word_problems import solution_to_completion  # not at import: `python -m envs.dataset.word_problems` would warn
+
+        return solution_to_completion(answer)
+    return f"The answer is \\boxed{{{parse_ground_truth(answer)}}}."
 
 
 def _user_verdict(result: Any) -> Verdict:
