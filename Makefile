@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 BASE := $(VENV)/.installed-base
 STAMP := $(VENV)/.installed
 
-.PHONY: run test install clean
+.PHONY: run test install clean gsm-tiny
 
 $(BASE): pyproject.toml
 	@command -v $(PY) >/dev/null || { echo "need $(PY) on PATH"; exit 1; }
@@ -40,5 +40,13 @@ run: $(BASE)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q $(ARGS)
 
+# experiments/gsm_tiny.yaml's inputs, written here (nothing is downloaded): GSM8K-style one-step word problems
+# and a tiny Qwen2 with a BPE tokenizer trained on them and a ChatML chat template
+GSM_TINY := data/gsm_tiny
+gsm-tiny: $(BASE)
+	$(BIN)/python -m envs.dataset.word_problems $(GSM_TINY)/train.parquet --n 40000 --seed 0 --levels 1
+	$(BIN)/python -m policies.tiny_checkpoint $(GSM_TINY)/qwen2-tiny --corpus $(GSM_TINY)/train.parquet --text-keys question,solution \
+		--hidden-size 128 --num-layers 4 --num-heads 4 --num-kv-heads 2 --intermediate-size 512 --max-position-embeddings 96
+
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) runs data .pytest_cache

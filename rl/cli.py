@@ -7,6 +7,12 @@
   swarmrl config --explain [SECTION]     every key with type, default and meaning
   swarmrl sweep DIR_OR_GLOB [a.b=c ...]  run several experiments as one MLflow experiment
   swarmrl compare EXPERIMENT             table + PNG of an MLflow experiment's runs
+  swarmrl eval RUN_DIR [EXP.yaml] [a.b=c ...] [--samples K] [--step N] [--json FILE]
+                                         the trainer's held-out evaluation of a run's checkpoint
+  swarmrl eval MODEL_DIR EXP.yaml [a.b=c ...] [--samples K] [--json FILE]
+                                         the same for any Hugging Face model folder
+  swarmrl export RUN_DIR OUT_DIR [--step N] [--average] [--force]
+                                         a checkpoint as a Hugging Face folder (transformers, vLLM)
 
 A bad experiment file exits with status 2 and one message before anything starts.
 """
@@ -47,6 +53,19 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("--uri", help="MLflow tracking URI (default: sqlite:///<runs-dir>/mlflow.db)")
     m.add_argument("--runs-dir", default="runs", help="where the default MLflow store lives")
     m.add_argument("--out", help="PNG path (default: <runs-dir>/compare-<experiment>.png)")
+    e = sub.add_parser("eval", help="held-out evaluation of a run's checkpoint or a model folder, as the trainer does it")
+    e.add_argument("target", metavar="RUN_DIR|MODEL_DIR", help="a run directory, or a Hugging Face model folder")
+    e.add_argument("experiment", nargs="?", help="experiment YAML (required for a model folder; replaces a run's config.yaml)")
+    e.add_argument("overrides", nargs="*", help="KEY=VALUE overrides of the experiment")
+    e.add_argument("--samples", type=int, metavar="K", help="samples per held-out task (default: train.eval_samples)")
+    e.add_argument("--step", type=int, metavar="N", help="the run's checkpoint of step N (default: the latest)")
+    e.add_argument("--json", metavar="FILE", help="also write the report as JSON")
+    x = sub.add_parser("export", help="write a run's checkpoint as a Hugging Face model folder")
+    x.add_argument("run_dir", metavar="RUN_DIR")
+    x.add_argument("out_dir", metavar="OUT_DIR")
+    x.add_argument("--step", type=int, metavar="N", help="the checkpoint of step N (default: the latest)")
+    x.add_argument("--average", action="store_true", help="the evaluated weight average (ema.pt, train.eval_ema) instead of the trained weights")
+    x.add_argument("--force", action="store_true", help="replace an earlier export in OUT_DIR")
     return p
 
 
@@ -104,12 +123,32 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(f"curves: {png}")
         return 0
 
+    if args.command == "export":
+        from rl.export import export
+
+        out = export(args.run_dir, args.out_dir, args.step, args.average, force=args.force)
+        print(f"exported to {out}")
+        print(f"load with: AutoModelForCausalLM.from_pretrained({str(out)!r}), or serve with: vllm serve {out}")
+        return 0
+
+    if args.command == "eval":
+        from rl.eval_command import format_report, run_eval_command, write_json
+
+        experiment, overrides = args.experiment, args.overrides
+        if experiment is not None and "=" in experiment and not Path(experiment).is_file():
+            experiment, overrides = None, [experiment, *overrides]  # `swarmrl eval RUN_DIR a.b=c`
+        report = run_eval_command(args.target, experiment, overrides, samples=args.samples, step=args.step)
+        print(format_report(report))
+        if args.json:
+            print(f"report: {write_json(report, args.json)}")
+        return 0
+
     if args.command == "sft":
         cfg = load_config(args.experiment, args.overrides)
-        from envs.registry import env_kwargs, make_env
+        from rl.experiment_env import experiment_env
         from rl.sft import run_sft
 
-        env = make_env(cfg.env.name, **env_kwargs(cfg))
+        env = experiment_env(cfg)
         print(run_sft(cfg, env))
         return 0
 

@@ -11,7 +11,7 @@ import difflib
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -79,6 +79,22 @@ class VisionTowerConfig(Section):
         return self
 
 
+LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+class LoraConfig(Section):
+    """Low-rank adapters on the policy's hidden linear layers for RL (`policies/lora.py`)."""
+
+    r: int = Field(8, ge=1, description="Adapter rank: each adapted weight W (out x in) gains B (out x r) @ A (r x in).")
+    alpha: float = Field(16.0, gt=0, description="Adapter scale numerator: the served weight is W + (alpha / r) * B @ A.")
+    target_modules: list[str] = Field(
+        default_factory=lambda: list(LORA_TARGETS),
+        min_length=1,
+        description="Names (last path component) of the linear layers that get adapters, e.g. q_proj; every name must match a linear layer of the model. Embeddings and the output head stay frozen and cannot be targets.",
+    )
+    dropout: float = Field(0.0, ge=0, lt=1, description="Dropout on the adapter branch's input during learner passes (0: off, and learner log-probs then match the sampler's).")
+
+
 class PolicyConfig(Section):
     path: str | None = Field(
         None,
@@ -105,6 +121,10 @@ class PolicyConfig(Section):
         description="Render each task as a chat: the tokenizer's chat template applied to the task (a user message, after `env.system_prompt` if set) with `add_generation_prompt=True`; completions are the assistant's reply and end at the tokenizer's EOS. For a policy.path (or policy.tokenizer) whose tokenizer has a chat template; single-turn envs only (not swarm, vision).",
     )
     vision: VisionTowerConfig = Field(default_factory=VisionTowerConfig, description="The vision tower of a `llava` policy built from config (ignored otherwise).")
+    lora: LoraConfig | None = Field(
+        None,
+        description="Train low-rank adapters instead of the whole policy during RL (needs the `lora` extra: `pip install peft`). Only the adapters train (Muon on each A and B); the KL reference is the same model with its adapters off; rollout workers get the merged weights W + (alpha / r) * B @ A; QK-Clip scales a head's rows of the base q/k weight and of B alike (so with algorithm.kl_coef > 0 set optimizer.qk_clip: false); train.eval_ema averages the merged weights. Checkpoints hold the base and the adapters; `policy/lora.json` in the run lets export merge them. The SFT bootstrap stays a full fine-tune. Empty: full fine-tuning.",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -464,6 +484,18 @@ class ExperimentConfig(Section):
         return self
 
     @model_validator(mode="after")
+    def _lora_reference_stays_fixed(self) -> "ExperimentConfig":
+        # Under LoRA the KL reference is the base weights with the adapters off; QK-Clip rescales
+        # base q/k rows, so the two together would let the reference drift with the policy.
+        clips = self.optimizer.name == "muonclip" and self.optimizer.qk_clip
+        if self.policy.lora is not None and self.algorithm.kl_coef > 0 and clips:
+            raise ValueError(
+                "policy.lora with algorithm.kl_coef > 0 needs the base weights fixed, and optimizer.qk_clip rescales the base q/k rows: "
+                "set optimizer.qk_clip: false (or optimizer.name: adamw), or algorithm.kl_coef: 0"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _fixed_width_is_math_arithmetic(self) -> "ExperimentConfig":
         if self.env.fixed_width and (self.env.name != "math" or any(lv not in FIXED_WIDTH_LEVELS for lv in self.env.levels)):
             raise ValueError(f"env.fixed_width is for env math with levels {list(FIXED_WIDTH_LEVELS)} (got env {self.env.name!r}, levels {self.env.levels}): drop it or the other levels")
@@ -479,8 +511,9 @@ class ExperimentConfig(Section):
         """The settings an SFT bootstrap depends on. The training mix by level is an RL setting
         (demonstrations come from the env's own sampler), so it never invalidates a cached policy.
         `sft.seed` is left out: the seed in effect (`sft_seed`) names the cache folder; so are the
-        verdict bootstrap's keys, which key its own cache on top of this one (`rl.sft_verdicts`)."""
-        return self.fingerprint("policy", "env", "sft", exclude={"env": {"level_weights"}, "sft": {"seed", "self_verdict_problems", "self_verdict_samples"}})
+        verdict bootstrap's keys, which key its own cache on top of this one (`rl.sft_verdicts`), and
+        `policy.lora`: the bootstrap is a full fine-tune, whatever RL trains afterwards."""
+        return self.fingerprint("policy", "env", "sft", exclude={"policy": {"lora"}, "env": {"level_weights"}, "sft": {"seed", "self_verdict_problems", "self_verdict_samples"}})
 
     @property
     def sft_seed(self) -> int:
@@ -572,6 +605,8 @@ def _model_at(loc: list[str]) -> type[BaseModel] | None:
     for part in loc:
         field = model.model_fields.get(part)
         ann = getattr(field, "annotation", None) if field else None
+        if ann is not None and type(None) in get_args(ann):  # an optional section (`policy.lora`)
+            ann = next(a for a in get_args(ann) if a is not type(None))
         if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
             return None
         model = ann

@@ -25,6 +25,15 @@ def _type_name(ann: Any) -> str:
     return getattr(ann, "__name__", str(ann))
 
 
+def _optional_section(ann: Any) -> type[BaseModel] | None:
+    """The section of a `Section | None` field (e.g. `policy.lora`), else None."""
+    args = typing.get_args(ann)
+    sections = [a for a in args if isinstance(a, type) and issubclass(a, BaseModel)]
+    if len(args) == 2 and type(None) in args and len(sections) == 1:
+        return sections[0]
+    return None
+
+
 def explain_lines(model: type[BaseModel] = ExperimentConfig, prefix: str = "") -> list[str]:
     lines: list[str] = []
     for name, field in model.model_fields.items():
@@ -35,6 +44,11 @@ def explain_lines(model: type[BaseModel] = ExperimentConfig, prefix: str = "") -
             lines.append(f"\n{key}:{required}  {field.description or ''}")
             sub = getattr(ann, "explain", None)
             lines.extend(sub(key + ".") if callable(sub) else explain_lines(ann, key + "."))
+            continue
+        optional = _optional_section(ann)
+        if optional is not None:  # off unless the YAML sets it: the key, then the keys inside it
+            lines.append(f"  {key}: mapping | null = null\n      {field.description or ''}")
+            lines.extend(explain_lines(optional, key + "."))
             continue
         if field.is_required():
             default = "required"

@@ -3,6 +3,10 @@
 One `update(batch)` is `algorithm.epochs` passes over the batch in minibatches. The QK probe
 records each head's max pre-softmax logit during the learner's forward passes; after the
 optimizer step QK-Clip rescales the heads that went over `tau`.
+
+With the KL penalty the reference is a frozen copy of the initial policy, or, for a LoRA policy
+(`policies.lora`), the same model with its adapters switched off: the frozen base weights are the
+initial policy, and no second copy of them is held.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import torch
 from transformers import PreTrainedModel
 
 from kernels.logprob import chunked_logprobs
+from policies.lora import adapters_disabled, has_lora
 from policies.qk_probe import probe_qk, read_max_logits
 from rl.algorithms import aggregate, entropy_from_logits, get_policy_loss, tis_weights, token_logprobs
 from rl.algorithms.sampler_mismatch import MismatchMeter
@@ -45,8 +50,12 @@ class Learner:
             betas=tuple(o.betas),
         )
         self.loss_fn = get_policy_loss(cfg.algorithm.policy_loss)
+        self.lora = has_lora(model)
+        if self.lora and cfg.algorithm.kl_coef > 0 and o.name == "muonclip" and o.qk_clip:
+            # the config refuses this too (`ExperimentConfig`); a Learner built by hand must as well
+            raise ValueError("a LoRA policy's KL reference is its base weights, which QK-Clip rescales: set optimizer.qk_clip: false or algorithm.kl_coef: 0")
         self.ref_model = None
-        if cfg.algorithm.kl_coef > 0:
+        if cfg.algorithm.kl_coef > 0 and not self.lora:
             self.ref_model = copy.deepcopy(model).eval().requires_grad_(False)
         self.temperature = cfg.rollout.temperature or 1.0
         self.vocab = SampledVocab(model)
@@ -85,6 +94,21 @@ class Learner:
         return out
 
     @torch.no_grad()
+    def _reference_logprobs(self, batch: TrainBatch) -> torch.Tensor:
+        """[B, L-1] log-probs of the KL reference: the frozen copy, or the base under LoRA."""
+        if self.ref_model is not None:
+            return self._logprobs(self.ref_model, batch)[0]
+        # in eval mode, as the frozen copy is; the base's attention logits are not the policy's,
+        # so they stay out of the QK probe
+        training = self.model.training
+        self.model.eval()
+        try:
+            with adapters_disabled(self.model), probe_qk(self.model, enabled=False):
+                return self._logprobs(self.model, batch)[0]
+        finally:
+            self.model.train(training)
+
+    @torch.no_grad()
     def _pre_update_logprobs(self, batch: TrainBatch, mb: int) -> torch.Tensor:
         """[B, L-1] learner log-probs of the whole batch before any step (TIS over several minibatches/epochs)."""
         return torch.cat([self._logprobs(self.model, batch.select(slice(s, s + mb)))[0] for s in range(0, len(batch), mb)])
@@ -114,10 +138,7 @@ class Learner:
                     old, weights = part.old_logprobs, None
                     if a.tis_cap is not None:
                         old, weights = behaviour, tis_weights(behaviour, part.old_logprobs, a.tis_cap)
-                    ref = None
-                    if self.ref_model is not None:
-                        with torch.no_grad():
-                            ref, _ = self._logprobs(self.ref_model, part)
+                    ref = self._reference_logprobs(part) if a.kl_coef > 0 else None
                     loss, metrics = self.loss_fn(
                         logprobs,
                         old,

@@ -18,6 +18,10 @@ The algorithm is GRPO-family policy gradient with verifiable rewards:
        schedule. With `train.eval_ema`, the evaluated policy is a moving average of the trained
        weights (`rl.policy_average`), swapped into the workers for the evaluation only.
 
+With `policy.lora` the learner trains adapters on the frozen policy (`policies.lora`), applied
+after the SFT bootstrap (a full fine-tune); the workers, built from the base model folder, are
+served the merged weights, and so is the evaluated average. Checkpoints keep the adapter model.
+
 With `rollout.max_staleness = 0` rollouts are synchronous: every completion is sampled by the
 policy being updated. With k >= 1 the batches of the next k steps are generated while the learner
 trains (`rl.rollout_pipeline`); either way the sampler log-probs are the "old" log-probs of the
@@ -35,6 +39,7 @@ import numpy as np
 import torch
 
 from envs.registry import verifier_errors, verify_batch
+from policies.lora import apply_lora, save_lora_settings, served_weights
 from rewards.scoring import score_batch
 from rl.algorithms import get_advantage, nonzero_variance_groups
 from rl.batch import build_batch
@@ -77,8 +82,13 @@ def train(cfg: ExperimentConfig, run_dir: Path, *, resume: bool = False) -> dict
     from policies.vlm import processor_for
 
     model, tokenizer = build_policy(policy_cfg, seed=cfg.run.seed)
+    if policy_cfg.lora is not None:
+        apply_lora(model, policy_cfg.lora, seed=cfg.run.seed)
+    served = served_weights(model)  # what the workers load: the merged weights under LoRA
     processor = processor_for(policy_cfg, tokenizer)  # None for a text-only policy
-    save_policy_skeleton(model, tokenizer, processor, run_dir)  # what `swarmrl export` / `eval` rebuild a checkpoint on
+    skeleton = save_policy_skeleton(model, tokenizer, processor, run_dir)  # what `swarmrl export` / `eval` rebuild a checkpoint on
+    if policy_cfg.lora is not None:
+        save_lora_settings(policy_cfg.lora, skeleton)  # how export merges a checkpoint's adapters
     learner = Learner(model, cfg)
     start_step, rl_wall_before = 0, 0.0
     ckpt = latest_checkpoint(run_dir) if resume else None
@@ -86,7 +96,7 @@ def train(cfg: ExperimentConfig, run_dir: Path, *, resume: bool = False) -> dict
         restored = load_checkpoint(ckpt, model, learner.optimizer)
         start_step, rl_wall_before = restored["step"], float(restored["extra"].get("rl_wall_s", 0.0))
         console.log(f"resumed from {ckpt} (step {start_step})")
-    average = PolicyAverage(model, cfg.train.eval_ema) if cfg.train.eval_ema is not None else None
+    average = PolicyAverage(served, cfg.train.eval_ema) if cfg.train.eval_ema is not None else None
     if average is not None and ckpt is not None and (saved := load_average(ckpt)) is not None:
         average.load_state_dict(saved)
 
@@ -103,8 +113,8 @@ def train(cfg: ExperimentConfig, run_dir: Path, *, resume: bool = False) -> dict
     if start_step == 0:
         tracker.log_artifact(run_dir / "config.yaml")
     tracker.set_tag("swarmrl.worker_nodes", ",".join(worker_nodes(workers)))
-    push_weights(workers, model.state_dict(), version=start_step)
-    rollout = choose_rollout(cfg, env, workers, model, policy_cfg.path, processor)
+    push_weights(workers, served.state_dict(), version=start_step)
+    rollout = choose_rollout(cfg, env, workers, served, policy_cfg.path, processor)
 
     params = SamplingParams(max_new_tokens=cfg.rollout.max_new_tokens, temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p)
     pipeline = RolloutPipeline(cfg, env, rollout, workers, tokenizer, params, last_step=cfg.train.steps)
@@ -133,7 +143,7 @@ def train(cfg: ExperimentConfig, run_dir: Path, *, resume: bool = False) -> dict
             samples=cfg.train.eval_samples,
         )
         if average is not None:
-            push_weights(workers, model.state_dict(), version=step)
+            push_weights(workers, served.state_dict(), version=step)
         if cfg.tracking.sample_episodes and step > tracker.logged_until:
             first = episodes[:: cfg.train.eval_samples]  # one per task, as many tasks as possible
             sample = [e.json_record() for e in first[: cfg.tracking.sample_episodes]]
@@ -191,10 +201,10 @@ def train(cfg: ExperimentConfig, run_dir: Path, *, resume: bool = False) -> dict
                 )
                 metrics.update(learner.update(batch))
             if average is not None:
-                average.update(model)
+                average.update(served)
 
             # 6. new weights to the rollout workers
-            push_weights(workers, model.state_dict(), version=step)
+            push_weights(workers, served.state_dict(), version=step)
 
             # 7. bookkeeping
             write_parquet(episodes, run_dir / "episodes" / f"step_{step:06d}.parquet")

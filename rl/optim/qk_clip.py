@@ -14,6 +14,8 @@ step's forward passes by `policies.qk_probe`) exceeds τ, with γ_h = τ / S_max
   is one head shared by all query heads and is left alone, as the shared GQA key is.
 
 q/k biases (Qwen2) scale with their rows: q = W_q x + b_q scales as a whole only if both do.
+Under LoRA (`policies.lora`) a head's query is (W_q + s·B·A)[rows] x: the rows of the base W_q
+and of B are scaled alike, which scales exactly those rows of the merged weight the workers serve.
 Heads at or under τ are left bit-identical. Optimizer state (Muon momentum) is not touched,
 as in the report: only the weights are rescaled.
 """
@@ -23,6 +25,7 @@ from __future__ import annotations
 import math
 import torch
 
+from policies.lora import output_row_tensors
 from policies.qk_probe import attention_modules
 from policies.mla import FULL, HALF, is_mla, mla_head_parts
 
@@ -64,7 +67,6 @@ def head_parts(attn: torch.nn.Module, head: int) -> list[tuple[torch.nn.Linear, 
     return [(attn.q_proj, rows, HALF), (attn.k_proj, rows, HALF)]
 
 
-def _scale_rows(linear: torch.nn.Linear, rows: slice, factor: float) -> None:
-    linear.weight[rows].mul_(factor)
-    if linear.bias is not None:
-        linear.bias[rows].mul_(factor)
+def _scale_rows(linear: torch.nn.Module, rows: slice, factor: float) -> None:
+    for tensor in output_row_tensors(linear):  # weight, bias, and a LoRA layer's B too
+        tensor[rows].mul_(factor)
