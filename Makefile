@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 BASE := $(VENV)/.installed-base
 STAMP := $(VENV)/.installed
 
-.PHONY: run test install clean gsm-tiny
+.PHONY: run test install clean gsm-tiny gpu-wheels
 
 $(BASE): pyproject.toml
 	@command -v $(PY) >/dev/null || { echo "need $(PY) on PATH"; exit 1; }
@@ -47,6 +47,18 @@ gsm-tiny: $(BASE)
 	$(BIN)/python -m envs.dataset.word_problems $(GSM_TINY)/train.parquet --n 40000 --seed 0 --levels 1
 	$(BIN)/python -m policies.tiny_checkpoint $(GSM_TINY)/qwen2-tiny --corpus $(GSM_TINY)/train.parquet --text-keys question,solution \
 		--hidden-size 128 --num-layers 4 --num-heads 4 --num-kv-heads 2 --intermediate-size 512 --max-position-embeddings 96
+
+# pydantic (rl.config needs it) for benchmarks/gpu_check.py on the GPU machine, which has no network and
+# no pydantic: wheels for its Python (3.12, x86-64) at this venv's version, in a folder git ignores.
+# The device run carries it: carry=["benchmarks/.gpu_wheels"]. Other machines' packages stay theirs:
+# the check unpacks only the wheels a machine lacks.
+GPU_WHEELS := benchmarks/.gpu_wheels
+gpu-wheels: $(BASE)
+	rm -rf $(GPU_WHEELS) && mkdir -p $(GPU_WHEELS) && echo '*' > $(GPU_WHEELS)/.gitignore
+	$(BIN)/python -m pip download -q --only-binary=:all: --python-version 3.12 --implementation cp \
+		--platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d $(GPU_WHEELS) \
+		"pydantic==$$($(BIN)/python -c 'import pydantic; print(pydantic.VERSION)')"
+	@du -sh $(GPU_WHEELS)
 
 clean:
 	rm -rf $(VENV) runs data .pytest_cache

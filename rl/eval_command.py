@@ -188,16 +188,16 @@ def rollout_workers(cfg: ExperimentConfig) -> Iterator[list]:
     import ray
 
     from rl.console import Console
-    from rl.trainer import _start_ray_and_workers, _stop_workers
+    from rl.run_state import start_ray_and_workers, stop_workers
 
     started_ray = not ray.is_initialized()
     workers = None
     try:
-        workers = _start_ray_and_workers(cfg, cfg.policy, Console(enabled=False))
+        workers = start_ray_and_workers(cfg, cfg.policy, Console(enabled=False))
         yield workers
     finally:
         if workers is not None:
-            _stop_workers(workers)
+            stop_workers(workers)
         if started_ray and ray.is_initialized():
             ray.shutdown()
 

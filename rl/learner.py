@@ -1,8 +1,23 @@
 """The learner: recompute log-probs, take the policy-gradient step, apply QK-Clip.
 
-One `update(batch)` is `algorithm.epochs` passes over the batch in minibatches. The QK probe
-records each head's max pre-softmax logit during the learner's forward passes; after the
-optimizer step QK-Clip rescales the heads that went over `tau`.
+One `update(batch)` is `algorithm.epochs` passes over the batch in minibatches, one optimizer
+step each:
+
+    for each minibatch:
+        _accumulate_gradients   forward + loss + backward, micro-batch by micro-batch
+                                (`learner.max_tokens_per_microbatch`, `rl.microbatch`)
+        _apply_step             gradient clip, optimizer step, QK-Clip
+
+The QK probe records each head's max pre-softmax logit during the learner's forward passes;
+after the optimizer step QK-Clip rescales the heads that went over `tau`.
+
+Everything lives on `learner.device`: the model (moved there before the optimizer is built, so
+its state is created there too), the reference copy, and each batch. With `learner.precision:
+bf16` the forwards run under bf16 autocast: the weights and the optimizer state stay fp32 (the
+master copy), the matmuls and their activations are bf16, and the log-probs, entropies and the
+loss are computed in fp32 from the bf16 logits. Autocast rather than bf16 parameters with fp32
+copies: it needs no second copy of the weights and no cast-back after each step, and Muon's
+Newton-Schulz keeps its own precision (`ns_dtype`).
 
 With the KL penalty the reference is a frozen copy of the initial policy, or, for a LoRA policy
 (`policies.lora`), the same model with its adapters switched off: the frozen base weights are the
@@ -19,12 +34,13 @@ import torch
 from transformers import PreTrainedModel
 
 from kernels.logprob import chunked_logprobs
-from policies.lora import adapters_disabled, has_lora
+from policies.lora import adapters_disabled, has_lora, served_weights
 from policies.qk_probe import probe_qk, read_max_logits
 from rl.algorithms import aggregate, entropy_from_logits, get_policy_loss, tis_weights, token_logprobs
 from rl.algorithms.sampler_mismatch import MismatchMeter
 from rl.batch import TrainBatch
 from rl.config import ExperimentConfig
+from rl.microbatch import MicroMetrics, loss_share, plan_microbatches, select_trimmed
 from rl.optim import build_optimizer, qk_clip
 from rl.optim.schedule import lr_factor, set_lr_factor
 from rl.sampled_vocab import SampledVocab
@@ -33,8 +49,14 @@ from rl.shared_prefix import shared_prefix_outputs
 
 class Learner:
     def __init__(self, model: PreTrainedModel, cfg: ExperimentConfig):
-        self.model = model
         self.cfg = cfg
+        self.device = torch.device(cfg.learner_device)
+        # before the optimizer is built: its state is created where the parameters live
+        self.model = model.to(self.device)
+        self.bf16 = cfg.learner.precision == "bf16"
+        if cfg.learner.gradient_checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        self.shared_prefix = cfg.algorithm.shared_prefix and not cfg.learner.gradient_checkpointing
         o = cfg.optimizer
         if o.freeze_vision_tower:
             from policies.vlm import freeze_vision_tower
@@ -59,6 +81,7 @@ class Learner:
             self.ref_model = copy.deepcopy(model).eval().requires_grad_(False)
         self.temperature = cfg.rollout.temperature or 1.0
         self.vocab = SampledVocab(model)
+        self.served = served_weights(model)  # what the rollout workers load: the merged weights under LoRA
         # captured before any checkpoint load: a restored optimizer carries the scaled lr of its last step
         self.base_lrs = [g["lr"] for g in self.optimizer.param_groups]
 
@@ -73,22 +96,31 @@ class Learner:
         self.set_lr_factor(factor)
         return factor
 
+    def _forward(self, forward, **inputs) -> torch.Tensor:
+        """One model forward under the learner's precision (`learner.precision`)."""
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            return forward(**inputs)
+
     def _logprobs(self, model: PreTrainedModel, batch: TrainBatch) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-token log-probs (with grad) and entropies of the completion-predicting positions."""
+        """Per-token log-probs (with grad) and entropies of the completion-predicting positions, in fp32."""
         targets = self.vocab.targets(batch.input_ids[:, 1:])  # [B, L-1]
         head = model.get_output_embeddings()
         if self.cfg.algorithm.chunked_logprobs and _plain_linear_head(model, head) and self.vocab.is_prefix:
             body = getattr(model, model.base_model_prefix)
-            hidden = self._positions(lambda **kw: body(**kw).last_hidden_state, batch)  # [B, L-1, D]
-            return chunked_logprobs(hidden, self.vocab.head_rows(head.weight), targets, temperature=self.temperature)
-        logits = self._positions(lambda **kw: model(**kw).logits, batch)  # [B, L-1, V]
+            hidden = self._positions(lambda **kw: self._forward(body, **kw).last_hidden_state, batch)  # [B, L-1, D]
+            weight = self.vocab.head_rows(head.weight)
+            # bf16: the head's matmul in bf16 like the rest of the forward; the softmax work in fp32
+            dtype = torch.bfloat16 if self.bf16 else weight.dtype
+            return chunked_logprobs(hidden.to(dtype), weight.to(dtype), targets, temperature=self.temperature)
+        logits = self._positions(lambda **kw: self._forward(model, **kw).logits, batch)  # [B, L-1, V]
         logits = self.vocab.mask(logits.float()) / self.temperature
         return token_logprobs(logits, targets), entropy_from_logits(logits)
 
     def _positions(self, forward, batch: TrainBatch) -> torch.Tensor:
         """[B, L-1, X]: `forward`'s output (hidden states or logits) at the positions that predict
-        the batch's next tokens; each distinct prompt computed once with `algorithm.shared_prefix`."""
-        out = shared_prefix_outputs(forward, batch) if self.cfg.algorithm.shared_prefix else None
+        the batch's next tokens; each distinct prompt computed once with `algorithm.shared_prefix`
+        (not under gradient checkpointing: a layer's recomputation would append to the prompt cache)."""
+        out = shared_prefix_outputs(forward, batch) if self.shared_prefix else None
         if out is None:
             out = forward(input_ids=batch.input_ids, attention_mask=batch.attention_mask, **batch.model_inputs())[:, :-1]
         return out
@@ -108,87 +140,51 @@ class Learner:
         finally:
             self.model.train(training)
 
+    def _micro_plan(self, part: TrainBatch) -> list[torch.Tensor]:
+        return plan_microbatches(part, self.cfg.learner.max_tokens_per_microbatch, keep_prompts_together=self.shared_prefix)
+
     @torch.no_grad()
     def _pre_update_logprobs(self, batch: TrainBatch, mb: int) -> torch.Tensor:
         """[B, L-1] learner log-probs of the whole batch before any step (TIS over several minibatches/epochs)."""
-        return torch.cat([self._logprobs(self.model, batch.select(slice(s, s + mb)))[0] for s in range(0, len(batch), mb)])
+        out = torch.zeros_like(batch.old_logprobs)
+        for start in range(0, len(batch), mb):
+            part = batch.select(slice(start, start + mb))
+            for rows in self._micro_plan(part):
+                micro = select_trimmed(part, rows)
+                out[start + rows.to(out.device), : micro.old_logprobs.shape[1]] = self._logprobs(self.model, micro)[0]
+        return out
 
     def update(self, batch: TrainBatch) -> dict[str, float]:
+        """`algorithm.epochs` passes over `batch` in minibatches, one optimizer step each."""
         a = self.cfg.algorithm
         t0 = time.perf_counter()
+        batch = batch.to(self.device)
         self.model.train()
         mb = a.minibatch_size or len(batch)
         sums: dict[str, float] = {}
-        count, skipped = 0, 0
-        probing = self.cfg.optimizer.name == "muonclip" and self.cfg.optimizer.qk_clip
-        max_qk = 0.0
-        clipped_heads = 0
+        steps, skipped, clipped_heads, max_qk = 0, 0, 0, 0.0
         mismatch = MismatchMeter()
         learner_old = self._pre_update_logprobs(batch, mb) if a.tis_cap is not None and (a.epochs > 1 or mb < len(batch)) else None
         for epoch in range(a.epochs):
             for start in range(0, len(batch), mb):
                 part = batch.select(slice(start, start + mb))
-                with probe_qk(self.model):
-                    logprobs, entropy = self._logprobs(self.model, part)
-                    # the learner's log-probs before this update (count == 0: no optimizer step yet):
-                    # the policy the sampler was meant to be
-                    behaviour = learner_old[start : start + mb] if learner_old is not None else (logprobs.detach() if count == 0 else None)
-                    if behaviour is not None and epoch == 0:
-                        mismatch.add(behaviour, part.old_logprobs, part.completion_mask, a.tis_cap)
-                    old, weights = part.old_logprobs, None
-                    if a.tis_cap is not None:
-                        old, weights = behaviour, tis_weights(behaviour, part.old_logprobs, a.tis_cap)
-                    ref = self._reference_logprobs(part) if a.kl_coef > 0 else None
-                    loss, metrics = self.loss_fn(
-                        logprobs,
-                        old,
-                        part.advantages,
-                        part.completion_mask,
-                        clip_low=a.clip_low,
-                        clip_high=a.clip_high,
-                        agg_mode=a.loss_agg,
-                        norm_len=self.cfg.rollout.max_new_tokens,
-                        ref_logprobs=ref,
-                        kl_coef=a.kl_coef,
-                        kl_estimator=a.kl_estimator,
-                        token_weights=weights,
-                    )
-                if a.entropy_coef > 0:
-                    # the policy gradient sharpens every distribution it touches; the bonus slows that collapse
-                    bonus = aggregate(entropy, part.completion_mask, a.loss_agg, self.cfg.rollout.max_new_tokens)
-                    loss = loss - a.entropy_coef * bonus
-                    metrics["loss"] = float(loss.detach())
-                with torch.no_grad():
-                    metrics["entropy"] = float((entropy * part.completion_mask).sum() / part.completion_mask.sum().clamp(min=1))
-                if not torch.isfinite(loss):
+                behaviour = None if learner_old is None else learner_old[start : start + mb]
+                # before the first optimizer step the learner's own log-probs are the policy the sampler was meant to be
+                metrics = self._accumulate_gradients(part, behaviour, mismatch if epoch == 0 else None, first_step=steps == 0)
+                if metrics is None:
                     skipped += 1
-                    self.optimizer.zero_grad(set_to_none=True)
                     continue
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                gn = self.cfg.optimizer.grad_clip
-                grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), gn if gn > 0 else math.inf)
-                metrics["grad_norm"] = float(grad_norm)
-                if not torch.isfinite(grad_norm):
+                step_metrics = self._apply_step(part)
+                if step_metrics is None:
                     skipped += 1
-                    self.optimizer.zero_grad(set_to_none=True)
                     continue
-                self.optimizer.step()
-                logits_by_layer = read_max_logits(self.model, reset=True)
-                if logits_by_layer:
-                    max_qk = max(max_qk, max(float(v.max()) for v in logits_by_layer.values()))
-                if probing and self.cfg.optimizer.qk_clip_remeasure:
-                    with torch.no_grad(), probe_qk(self.model):  # the attention is what is probed: skip the head
-                        self.model(input_ids=part.input_ids, attention_mask=part.attention_mask, logits_to_keep=1, **part.model_inputs())
-                    logits_by_layer = read_max_logits(self.model, reset=True)
-                if probing:
-                    stats = qk_clip(self.model, logits_by_layer, self.cfg.optimizer.qk_clip_tau)
-                    clipped_heads += int(stats.get("clipped_heads", 0))
-                for k, v in metrics.items():
+                max_qk = max(max_qk, step_metrics.pop("qk_max_logit"))
+                clipped_heads += int(step_metrics.pop("qk_clipped_heads"))
+                for k, v in {**metrics, **step_metrics}.items():
                     sums[k] = sums.get(k, 0.0) + float(v)
-                count += 1
+                steps += 1
         self.model.eval()
-        out = {f"learner/{k}": v / max(count, 1) for k, v in sums.items()}
+        out = {f"learner/{k}": v / max(steps, 1) for k, v in sums.items()}
         out.update(mismatch.metrics())
         out.update(
             {
@@ -199,6 +195,95 @@ class Learner:
             }
         )
         return out
+
+    def _accumulate_gradients(
+        self, part: TrainBatch, behaviour: torch.Tensor | None, mismatch: MismatchMeter | None, first_step: bool
+    ) -> dict[str, float] | None:
+        """Forward and backward of one minibatch, micro-batch by micro-batch, into `.grad`; its
+        metrics, or None (and no gradient) when the loss is not finite."""
+        self.optimizer.zero_grad(set_to_none=True)
+        pooled = MicroMetrics()
+        total_tokens = float(part.completion_mask.sum())
+        for rows in self._micro_plan(part):
+            micro = select_trimmed(part, rows)
+            width = micro.old_logprobs.shape[1]
+            micro_behaviour = None if behaviour is None else behaviour[rows.to(behaviour.device), :width]
+            loss, metrics = self._minibatch_loss(micro, micro_behaviour, mismatch, first_step)
+            if not torch.isfinite(loss):
+                self.optimizer.zero_grad(set_to_none=True)
+                read_max_logits(self.model, reset=True)
+                return None
+            share = loss_share(micro, part, self.cfg.algorithm.loss_agg)
+            tokens = float(micro.completion_mask.sum())
+            (loss * share).backward()
+            pooled.add(metrics, share, tokens / total_tokens if total_tokens else len(micro) / len(part), has_tokens=tokens > 0)
+        return pooled.result()
+
+    def _minibatch_loss(
+        self, part: TrainBatch, behaviour: torch.Tensor | None, mismatch: MismatchMeter | None, first_step: bool
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """The policy loss of `part` (aggregated over its own rows by `algorithm.loss_agg`) and its metrics."""
+        a = self.cfg.algorithm
+        with probe_qk(self.model):
+            logprobs, entropy = self._logprobs(self.model, part)
+        if behaviour is None and first_step:
+            behaviour = logprobs.detach()
+        if behaviour is not None and mismatch is not None:
+            mismatch.add(behaviour, part.old_logprobs, part.completion_mask, a.tis_cap)
+        old, weights = part.old_logprobs, None
+        if a.tis_cap is not None:
+            old, weights = behaviour, tis_weights(behaviour, part.old_logprobs, a.tis_cap)
+        ref = self._reference_logprobs(part) if a.kl_coef > 0 else None
+        loss, metrics = self.loss_fn(
+            logprobs,
+            old,
+            part.advantages,
+            part.completion_mask,
+            clip_low=a.clip_low,
+            clip_high=a.clip_high,
+            agg_mode=a.loss_agg,
+            norm_len=self.cfg.rollout.max_new_tokens,
+            ref_logprobs=ref,
+            kl_coef=a.kl_coef,
+            kl_estimator=a.kl_estimator,
+            token_weights=weights,
+        )
+        if a.entropy_coef > 0:
+            # the policy gradient sharpens every distribution it touches; the bonus slows that collapse
+            bonus = aggregate(entropy, part.completion_mask, a.loss_agg, self.cfg.rollout.max_new_tokens)
+            loss = loss - a.entropy_coef * bonus
+            metrics["loss"] = float(loss.detach())
+        with torch.no_grad():
+            metrics["entropy"] = float((entropy * part.completion_mask).sum() / part.completion_mask.sum().clamp(min=1))
+        return loss, metrics
+
+    def _apply_step(self, part: TrainBatch) -> dict[str, float] | None:
+        """Clip the gradient, step, and QK-Clip the heads whose max logit passed tau; None (no
+        step) when the gradient is not finite."""
+        o = self.cfg.optimizer
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), o.grad_clip if o.grad_clip > 0 else math.inf)
+        if not torch.isfinite(grad_norm):
+            self.optimizer.zero_grad(set_to_none=True)
+            read_max_logits(self.model, reset=True)
+            return None
+        self.optimizer.step()
+        logits_by_layer = read_max_logits(self.model, reset=True)
+        max_qk = max((float(v.max()) for v in logits_by_layer.values()), default=0.0)
+        clipped = 0
+        if o.name == "muonclip" and o.qk_clip:
+            if o.qk_clip_remeasure:
+                logits_by_layer = self._remeasure_max_logits(part)
+            clipped = int(qk_clip(self.model, logits_by_layer, o.qk_clip_tau).get("clipped_heads", 0))
+        return {"grad_norm": float(grad_norm), "qk_max_logit": max_qk, "qk_clipped_heads": clipped}
+
+    @torch.no_grad()
+    def _remeasure_max_logits(self, part: TrainBatch) -> dict[int, torch.Tensor]:
+        """Each head's max logit on `part` under the updated weights (attention only: the head is skipped)."""
+        with probe_qk(self.model):
+            for rows in self._micro_plan(part):
+                micro = select_trimmed(part, rows)
+                self._forward(self.model, input_ids=micro.input_ids, attention_mask=micro.attention_mask, logits_to_keep=1, **micro.model_inputs())
+        return read_max_logits(self.model, reset=True)
 
 
 def _plain_linear_head(model: PreTrainedModel, head) -> bool:

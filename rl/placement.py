@@ -3,7 +3,8 @@ plus one on the head node for the driver (learner and verification), with a fit 
 request the cluster cannot hold fails at once with the keys to change instead of hanging.
 
 The driver itself is not a Ray actor: its bundle is a reservation on the head node (where
-`ray job submit` runs drivers) that keeps rollout workers off the learner's CPUs/GPUs.
+`ray job submit` runs drivers) that keeps rollout workers off the learner's CPUs/GPUs. A learner
+with a GPU runs in an actor scheduled into that bundle (`rl.learner_host`), which then owns it.
 """
 
 from __future__ import annotations

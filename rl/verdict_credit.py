@@ -38,12 +38,13 @@ def verdict_token_start(episode: Episode, tokenizer) -> int | None:
 
 
 def verdict_token_advantages(
-    episodes: list[Episode], groups: torch.Tensor, advantage_fn: Callable, tokenizer
+    episodes: list[Episode], breakdowns: list, groups: torch.Tensor, advantage_fn: Callable, tokenizer
 ) -> tuple[torch.Tensor, list[list[float] | None]]:
     """(per-episode advantage of the answer, per-token advantages: answer tokens then tag tokens,
-    None where the episode has no closing tag and keeps the total's advantage)."""
-    total = torch.tensor([e.reward.total for e in episodes], dtype=torch.float32)
-    verdict = torch.tensor([e.reward.weights.get(COMPONENT, 0.0) * e.reward.components.get(COMPONENT, 0.0) for e in episodes], dtype=torch.float32)
+    None where the episode has no closing tag and keeps the total's advantage). `breakdowns[i]`
+    is episode i's reward (`rewards.scoring.RewardBreakdown`)."""
+    total = torch.tensor([b.total for b in breakdowns], dtype=torch.float32)
+    verdict = torch.tensor([b.weights.get(COMPONENT, 0.0) * b.components.get(COMPONENT, 0.0) for b in breakdowns], dtype=torch.float32)
     answer_adv = advantage_fn(total - verdict, groups)  # [N]
     verdict_adv = advantage_fn(verdict, groups)  # [N]
     whole_adv = advantage_fn(total, groups)  # [N]

@@ -91,6 +91,21 @@ def load_everywhere(group: list, ref: Any, version: int) -> None:
             recover(group, i)
 
 
+def call_everywhere(group: list, submit: Callable[[Any], Any]) -> None:
+    """Run `submit(actor)` (a ref) on every worker and wait; one that dies meanwhile is recovered
+    (current weights loaded) and given the call again. For calls that are safe to repeat and
+    right on a restarted actor too: sleep and wake-up (`rollout.worker.WorkerEngines`)."""
+    futures = [submit(w) for w in group]
+    for i, future in enumerate(futures):
+        try:
+            ray.get(future)
+        except ACTOR_LOST:
+            if not isinstance(group, WorkerGroup):
+                raise
+            recover(group, i)
+            ray.get(submit(group[i]))
+
+
 def run_shards(group: list, shards: list[tuple[int, Callable[[Any], Any]]]) -> list[tuple[int, Any]]:
     """Run `submit(actor)` for each `(worker index, submit)`; returns `(weights version, result)` in order.
 

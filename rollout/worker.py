@@ -7,13 +7,18 @@ the same reference to every worker; each worker loads it into its engine.
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, Sequence
 
 import ray
 import torch
 
 from rollout.engines.base import Completion, SamplingParams
-from rollout.recovery import WorkerGroup, load_everywhere, run_shards
+from rollout.recovery import WorkerGroup, call_everywhere, load_everywhere, run_shards
+
+
+def assigned_device() -> str:
+    """`cuda` when Ray gave this actor a GPU (Ray points its CUDA_VISIBLE_DEVICES there), else `cpu`."""
+    return "cuda" if ray.get_gpu_ids() and torch.cuda.is_available() else "cpu"
 
 
 class RolloutWorker:
@@ -33,11 +38,13 @@ class RolloutWorker:
         if engine == "vllm":
             from rollout.engines.vllm import VLLMEngine
 
-            self.engine = VLLMEngine.from_model(model, tokenizer, max_model_len=policy.max_position_embeddings, **(engine_options or {}))
+            options = {"max_model_len": policy.max_position_embeddings, **(engine_options or {})}  # the YAML's rollout.max_model_len wins
+            self.engine = VLLMEngine.from_model(model, tokenizer, **options)
         elif engine == "hf":
             from rollout.engines.hf import HFEngine
 
             images = _image_inputs(processor_for(policy, tokenizer), model)
+            model = model.to(assigned_device())  # the engine generates where its model is
             self.engine = HFEngine(model, tokenizer.eos_token_id, tokenizer.pad_token_id, batch_size, image_inputs=images)
         else:
             raise ValueError(f"unknown engine {engine!r}")
@@ -51,9 +58,21 @@ class RolloutWorker:
         self.version = version
         return os.getpid()
 
+    def set_version(self, version: int) -> None:
+        """The weights version after a transfer that bypasses `load_weights` (NCCL)."""
+        self.version = version
+
     def weight_sync_rpc(self, method: str, payload: Any = None) -> None:
         """vLLM's weight-transfer control plane (NCCL on GPU, `rollout.engines.vllm_nccl`); engine `vllm` only."""
         self.engine.weight_sync_rpc(method, payload)
+
+    def sleep(self) -> None:
+        """Free the engine's GPU memory while the learner trains (`rollout.colocate`); the PARL
+        sub-agent engine (hf, frozen) is left as it is."""
+        self.engine.sleep()
+
+    def wake_up(self, tags: list[str] | None = None) -> None:
+        self.engine.wake_up(tags)
 
     def generate(self, prompts: list, params: SamplingParams, seed: int) -> tuple[int, list[Completion]]:
         return self.version, self.engine.generate(prompts, params, seed)
@@ -75,6 +94,7 @@ class RolloutWorker:
         model = load_model(path) if path else copy.deepcopy(self.engine.model)
         if state is not None:
             model.load_state_dict(state, strict=True)
+        model = model.to(assigned_device())
         self.subagent_engine = HFEngine(model, self.engine.eos_token_id, self.engine.pad_token_id, self.engine.batch_size)
         return os.getpid()
 
@@ -136,6 +156,24 @@ def push_weights(workers: list, state: dict[str, torch.Tensor], version: int) ->
     """One `ray.put` per step; every worker reads the same object."""
     ref = ray.put({k: v.detach().cpu() for k, v in state.items()})
     load_everywhere(workers, ref, version)
+
+
+class WorkerEngines:
+    """The engines of all rollout workers, put to sleep and woken together (`rollout.colocate`).
+
+    A worker that dies meanwhile restarts awake with the current weights loaded (`rollout.recovery`)
+    and gets the same call again: sleep frees it, wake-up finds nothing asleep.
+    """
+
+    def __init__(self, workers: list):
+        self.workers = workers
+
+    def sleep(self) -> None:
+        call_everywhere(self.workers, lambda w: w.sleep.remote())
+
+    def wake_up(self, tags: Sequence[str] | None = None) -> None:
+        wanted = None if tags is None else list(tags)
+        call_everywhere(self.workers, lambda w: w.wake_up.remote(wanted))
 
 
 def load_subagent_policy(workers: list, path: str | None, state: dict[str, torch.Tensor] | None = None) -> None:

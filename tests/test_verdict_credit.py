@@ -39,7 +39,7 @@ def test_an_honest_verdict_on_a_wrong_answer_is_credited_as_honest():
         episode("+0058<verify>p=1.0</verify>", 0.0, 0.0),
     ]
     groups = torch.zeros(4, dtype=torch.long)
-    answer, per_token = verdict_token_advantages(eps, groups, grpo, TOK)
+    answer, per_token = verdict_token_advantages(eps, [e.reward for e in eps], groups, grpo, TOK)
     expect_answer = grpo(torch.tensor([1.0, 1.0, 0.0, 0.0]), groups)
     expect_verdict = grpo(torch.tensor([0.5, 0.48, 0.5, 0.0]), groups)
     assert torch.allclose(answer, expect_answer)
@@ -55,7 +55,7 @@ def test_an_honest_verdict_on_a_wrong_answer_is_credited_as_honest():
 def test_completions_without_a_tag_keep_the_totals_advantage():
     eps = [episode("+0059<verify>p=1.0</verify>", 1.0, 1.0), episode("+0058", 0.0, 0.0)]
     groups = torch.zeros(2, dtype=torch.long)
-    answer, per_token = verdict_token_advantages(eps, groups, grpo, TOK)
+    answer, per_token = verdict_token_advantages(eps, [e.reward for e in eps], groups, grpo, TOK)
     assert per_token[1] is None
     assert float(answer[1]) == pytest.approx(float(grpo(torch.tensor([1.5, 0.0]), groups)[1]))
 

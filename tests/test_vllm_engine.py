@@ -142,3 +142,30 @@ def test_the_known_wrong_paths_fail_and_ours_recovers(engines):
         served.load_weights(list(hf.model.state_dict().items()))
     vl.load_weights(hf.model.state_dict())
     assert greedy(vl, prompts) == expected
+
+
+def test_without_sleep_mode_sleep_and_wake_change_nothing(engines):
+    """On CPU vLLM has no sleep mode: the engine interface's sleep/wake_up are no-ops there, so the
+    one-GPU step order (`rollout.colocate`) runs unchanged on any engine."""
+    from rollout.colocate import colocated_update
+
+    hf, vl, tok = engines
+    prompts = prompts_of(tok, TEXTS)
+    expected = greedy(hf, prompts)
+    colocated_update(vl, lambda: None, hand_over=lambda: vl.load_weights(hf.model.state_dict()))
+    assert greedy(vl, prompts) == expected
+
+
+def test_every_argument_the_engine_may_pass_is_one_vllm_takes():
+    """GPU-only arguments are never passed here, so their names are checked against vLLM's own."""
+    import dataclasses
+
+    from vllm.engine.arg_utils import EngineArgs
+
+    from rollout.engines.vllm_options import llm_arguments
+
+    every = llm_arguments(
+        cuda=True, dtype="bfloat16", max_model_len=128, enforce_eager=True, seed=0, gpu_memory_utilization=0.5,
+        tensor_parallel_size=2, enable_prefix_caching=False, enable_sleep_mode=True, weight_transfer="ipc",
+    )
+    assert set(every) <= {f.name for f in dataclasses.fields(EngineArgs)}

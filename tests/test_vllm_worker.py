@@ -17,7 +17,7 @@ from rl.cli import main
 from rl.config import load_config
 from rl.console import Console
 from rl.tracking import default_uri
-from rl.trainer import _start_ray_and_workers, _stop_workers
+from rl.run_state import start_ray_and_workers, stop_workers
 from rollout import worker as rollout_worker
 from rollout.engines.base import SamplingParams
 from rollout.engines.hf import HFEngine
@@ -55,7 +55,7 @@ def exp_file(tmp_path: Path) -> Path:
 
 def test_vllm_rollout_worker_serves_the_pushed_weights(tmp_path, ray_session):
     cfg = load_config(exp_file(tmp_path))
-    workers = _start_ray_and_workers(cfg, cfg.policy, Console(enabled=False))
+    workers = start_ray_and_workers(cfg, cfg.policy, Console(enabled=False))
     try:
         model, tok = build_policy(cfg.policy, seed=11)  # not the worker's init: only a push makes them agree
         hf = HFEngine(model.eval(), tok.eos_token_id, tok.pad_token_id)
@@ -70,7 +70,7 @@ def test_vllm_rollout_worker_serves_the_pushed_weights(tmp_path, ray_session):
                 for p in model.parameters():
                     p.add_(0.3 * torch.randn_like(p) * p.std().clamp(min=0.02))
     finally:
-        _stop_workers(workers)
+        stop_workers(workers)
 
 
 def test_training_with_the_vllm_engine_logs_a_small_sampler_mismatch(tmp_path, ray_session):

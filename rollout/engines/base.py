@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Mapping, Protocol
+from typing import Mapping, Protocol, Sequence
 
 import torch
+
+# The memory a sleeping engine gives back, by vLLM's tags: an update wakes the weights, loads the
+# new ones, then wakes the KV cache (`rollout.colocate`).
+WAKE_TAGS = ("weights", "kv_cache")
 
 
 @dataclass(frozen=True)
@@ -35,3 +39,13 @@ class Engine(Protocol):
     def generate(self, prompts: list[list[int]], params: SamplingParams, seed: int) -> list[Completion]: ...
 
     def load_weights(self, named_tensors: Mapping[str, torch.Tensor]) -> None: ...
+
+    def sleep(self) -> None:
+        """Free the accelerator memory the engine holds between generate calls (KV cache, weights)
+        while the learner trains on the same GPU; a no-op where there is nothing to free."""
+        ...
+
+    def wake_up(self, tags: Sequence[str] | None = None) -> None:
+        """Take back what `sleep` freed, the `WAKE_TAGS` named (None: all). `load_weights` needs the
+        weights awake, `generate` everything."""
+        ...

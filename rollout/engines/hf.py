@@ -15,7 +15,7 @@ KV cache.
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import torch
 from transformers import DynamicCache, PreTrainedModel
@@ -47,6 +47,13 @@ class HFEngine:
 
     def load_weights(self, named_tensors: Mapping[str, torch.Tensor]) -> None:
         self.model.load_state_dict(dict(named_tensors), strict=True)
+
+    def sleep(self) -> None:
+        """Nothing to free: the KV cache lives only inside a `generate` call, and the weights are
+        the model's own (the hf engine does not share a GPU with the learner)."""
+
+    def wake_up(self, tags: Sequence[str] | None = None) -> None:
+        """Nothing was freed."""
 
     @torch.inference_mode()
     def generate(self, prompts: list[Prompt], params: SamplingParams, seed: int) -> list[Completion]:

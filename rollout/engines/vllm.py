@@ -15,6 +15,9 @@ What this engine promises, and how (each point is checked against `hf` in `tests
 - Seeds: request i of a call with seed s samples with seed (s, i), so a completion does not
   depend on which other prompts share the batch. T = 0 is greedy.
 - Weights: `load_weights` updates the running engine in place, see `rollout.engines.vllm_weights`.
+- Sleep (GPU, built with `enable_sleep_mode`): `sleep` frees the KV cache and offloads the weights
+  while the learner trains on the same GPU, `wake_up` takes them back; `rollout.colocate` holds
+  the order of a step. Without sleep mode both are no-ops.
 
 The engine core runs in this process (`VLLM_ENABLE_V1_MULTIPROCESSING=0`): the weights a
 rollout worker receives are loaded by the same process that serves them, with no copy through
@@ -26,11 +29,12 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import torch
 
-from rollout.engines.base import Completion, SamplingParams
+from rollout.engines.base import WAKE_TAGS, Completion, SamplingParams
+from rollout.engines.vllm_options import llm_arguments
 from rollout.engines.vllm_weights import load_weights_in_place
 
 
@@ -54,8 +58,15 @@ class VLLMEngine:
         dtype: str = "float32",
         enforce_eager: bool = False,
         seed: int = 0,
+        gpu_memory_utilization: float = 0.9,
+        tensor_parallel_size: int = 1,
+        enable_prefix_caching: bool = True,
+        enable_sleep_mode: bool = False,
         weight_transfer: str | None = None,
     ):
+        """Keywords as built from the YAML by `rollout.engines.vllm_options.vllm_engine_options`;
+        `gpu_memory_utilization` and sleep mode apply on CUDA only, `enable_prefix_caching=True`
+        is vLLM's own default."""
         # vLLM reads these when it is imported and when the engine starts
         os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
         os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(kv_cache_gib)
@@ -66,17 +77,21 @@ class VLLMEngine:
 
         self._vllm = vllm
         self.eos_token_id = eos_token_id
-        self.llm = vllm.LLM(
-            model=str(model_path),
-            skip_tokenizer_init=True,  # token ids in and out; detokenising is the caller's business
+        self.sleep_mode = enable_sleep_mode
+        self._asleep: set[str] = set()  # memory tags `sleep` freed and `wake_up` has not taken back
+        arguments = llm_arguments(
+            cuda=torch.cuda.is_available(),
             dtype=dtype,
             max_model_len=max_model_len,
-            logprobs_mode="processed_logprobs",
             enforce_eager=enforce_eager,
             seed=seed,
-            # GPU: "nccl" lets the learner broadcast weights straight in (rollout.engines.vllm_nccl)
-            **({"weight_transfer_config": {"backend": weight_transfer}} if weight_transfer else {}),
+            gpu_memory_utilization=gpu_memory_utilization,
+            tensor_parallel_size=tensor_parallel_size,
+            enable_prefix_caching=enable_prefix_caching,
+            enable_sleep_mode=enable_sleep_mode,
+            weight_transfer=weight_transfer,
         )
+        self.llm = vllm.LLM(model=str(model_path), **arguments)
 
     @classmethod
     def from_model(cls, model, tokenizer, **kwargs) -> "VLLMEngine":
@@ -91,15 +106,47 @@ class VLLMEngine:
         return engine
 
     def load_weights(self, named_tensors: Mapping[str, torch.Tensor]) -> None:
+        self._need_awake("weights", "load_weights")
         load_weights_in_place(self.llm, named_tensors)
 
     def weight_sync_rpc(self, method: str, payload: Any = None) -> None:
-        """One call of vLLM's weight-transfer control plane on this engine's workers (GPU/NCCL path)."""
+        """One call of vLLM's weight-transfer control plane on this engine's workers (GPU: NCCL, IPC)."""
+        self._need_awake("weights", f"weight_sync_rpc({method!r})")
         self.llm.collective_rpc(method, args=() if payload is None else (payload,))
+
+    def sleep(self) -> None:
+        """Give the GPU to the learner: the KV cache is discarded and the weights are moved to host
+        memory (vLLM sleep level 1). Level 2 would skip that copy, but it also discards buffers
+        that are not in the checkpoint (rotary tables), which the in-place reload never writes
+        back. A no-op for an engine built without sleep mode."""
+        if not self.sleep_mode or self._asleep:
+            return
+        self.llm.sleep(level=1)
+        self._asleep = set(WAKE_TAGS)
+
+    def wake_up(self, tags: Sequence[str] | None = None) -> None:
+        """Take back the memory of `tags` (`weights`, `kv_cache`; None: both). For a weight update:
+        weights first, load, then the KV cache, so the handover has the memory the cache would take."""
+        wanted = WAKE_TAGS if tags is None else tuple(tags)
+        unknown = set(wanted) - set(WAKE_TAGS)
+        if unknown:
+            raise ValueError(f"wake_up: unknown memory tags {sorted(unknown)}; known: {list(WAKE_TAGS)}")
+        todo = [t for t in WAKE_TAGS if t in wanted and t in self._asleep]
+        if todo:
+            self.llm.wake_up(tags=todo)
+            self._asleep -= set(todo)
+
+    def _need_awake(self, tag: str, call: str) -> None:
+        # a sleeping vLLM engine does not refuse work itself: its paused scheduler waits forever,
+        # and a load would write into weight memory that is unmapped until wake-up
+        if tag in self._asleep:
+            raise RuntimeError(f"{call} on a sleeping vLLM engine: call wake_up([{tag!r}]) first (asleep: {sorted(self._asleep)})")
 
     def generate(self, prompts: list[list[int]], params: SamplingParams, seed: int) -> list[Completion]:
         if not prompts:
             return []
+        for tag in WAKE_TAGS:
+            self._need_awake(tag, "generate")
         stops = sorted({self.eos_token_id, *params.stop_token_ids})
         requests = [{"prompt_token_ids": list(p)} for p in prompts]
         per_request = [
