@@ -125,8 +125,8 @@ QWEN25_05B = Scale(
     hidden_size=896, num_layers=24, num_heads=14, num_kv_heads=2, head_dim=64, intermediate_size=4864, vocab_size=151936,
     max_position_embeddings=32768, row_len=1024, prompt_len=256,
     learner_runs=((8192, False, 0), (32768, False, 0), (32768, True, 0), (32768, False, 8192)), timed_updates=3,
-    # the hf engine draws each token with torch.multinomial on the CPU over the whole vocabulary
-    # (1 s a decode step for 256 rows on the 2-core CPU machine): 128 rows keep c1/c2 short
+    # 128 rows: sampling over the whole 151936-token vocabulary each step is not free, and the
+    # rows' point is tokens/s, not a long run
     gen_prompts=16, gen_group=8, gen_tokens=128,
     # naive log-probs hold several fp32 [T, V] tensors (20 GB each at 32k): 16k is as far as it safely goes
     logprob_tokens=(8192, 16384),

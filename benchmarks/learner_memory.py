@@ -12,8 +12,12 @@ a fresh process is the only way to reset that mark. The time is the median of `-
 after the measured one, from the same weights.
 
     plain          one forward/backward over the batch (algorithm.shared_prefix as in the quickstart)
-    micro          learner.max_tokens_per_microbatch = --budget (rows sorted by length)
-    micro+ckpt     the same with learner.gradient_checkpointing (plain pass: no shared prefix)
+    micro          learner.max_tokens_per_microbatch = --budget, with the shared prefix: the plan
+                   that computes fewer positions, prompt groups together or rows sorted by length
+                   (`rl.microbatch.plan_microbatches`)
+    micro, no shared prefix   the same budget, rows sorted by length, one pass per row
+    micro+ckpt     the budget with learner.gradient_checkpointing (which runs the plain pass: rows
+                   sorted by length, no shared prefix)
 
 The padding column is the share of the positions computed that are padding (rows x longest row
 per pass): one right-padded pass against the length-sorted micro-batches.
@@ -36,6 +40,7 @@ sys.path.insert(0, str(ROOT))
 VARIANTS = {
     "plain": [],
     "micro": ["learner.max_tokens_per_microbatch={budget}"],
+    "micro, no shared prefix": ["learner.max_tokens_per_microbatch={budget}", "algorithm.shared_prefix=false"],
     "micro+ckpt": ["learner.max_tokens_per_microbatch={budget}", "learner.gradient_checkpointing=true"],
 }
 
@@ -104,7 +109,7 @@ def run_variant(args: argparse.Namespace) -> dict[str, float]:
         t0 = time.perf_counter()
         learner.update(batch)
         times.append(time.perf_counter() - t0)
-    plan = plan_microbatches(batch, cfg.learner.max_tokens_per_microbatch, keep_prompts_together=learner.shared_prefix)
+    plan = plan_microbatches(batch, cfg.learner.max_tokens_per_microbatch, share_prompts=learner.shared_prefix)
     return {
         "peak_mib": peak,
         "step_s": statistics.median(times) if times else first_s,
@@ -112,6 +117,12 @@ def run_variant(args: argparse.Namespace) -> dict[str, float]:
         "passes": len(plan),
         "tokens": int(batch.attention_mask.sum()),
     }
+
+
+def _passed_on(args: argparse.Namespace) -> list[str]:
+    """The measurement's settings, for the child process."""
+    keys = ("rows", "prompt", "max_len", "hidden", "budget", "repeats", "threads")
+    return [x for k in keys for x in (f"--{k.replace('_', '-')}", str(getattr(args, k)))]
 
 
 def main() -> None:
@@ -123,15 +134,17 @@ def main() -> None:
     ap.add_argument("--budget", type=int, default=4096, help="learner.max_tokens_per_microbatch of the micro variants")
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--variant", choices=list(VARIANTS), help=argparse.SUPPRESS)  # one measurement, in a child process
+    ap.add_argument("--variant", choices=list(VARIANTS), help=argparse.SUPPRESS)
+    ap.add_argument("--only", nargs="*", choices=list(VARIANTS), help="measure these variants (plain is always measured: it is the baseline)")  # one measurement, in a child process
     args = ap.parse_args()
     if args.variant:
         print(json.dumps(run_variant(args)))
         return
 
     rows = {}
-    for name in VARIANTS:
-        cmd = [sys.executable, __file__, "--variant", name] + [a for a in sys.argv[1:]]
+    names = [n for n in VARIANTS if n == "plain" or not args.only or n in args.only]
+    for name in names:
+        cmd = [sys.executable, __file__, "--variant", name] + _passed_on(args)
         out = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=ROOT)
         rows[name] = json.loads(out.stdout.strip().splitlines()[-1])
         print(f"{name}: {rows[name]}", file=sys.stderr, flush=True)

@@ -120,7 +120,7 @@ def main() -> None:
         ray.shutdown()
     ray.init(address="local", num_cpus=cfg.cluster.num_cpus, include_dashboard=False, configure_logging=False, log_to_driver=False)
     r = cfg.rollout
-    workers = spawn_workers(r.num_workers, {"policy": cfg.policy.model_dump(), "path": str(sft_path), "tokenizer": str(sft_path)}, engine="hf", batch_size=r.batch_size, cpus=r.cpus_per_worker, gpus=0, torch_threads=1)
+    workers = spawn_workers(r.num_workers, cfg.policy.model_copy(update={"path": str(sft_path), "tokenizer": str(sft_path)}), engine="hf", batch_size=r.batch_size, cpus=r.cpus_per_worker, gpus=0, torch_threads=1)
     cfg = cfg.model_copy(update={"parl": cfg.parl.model_copy(update={"subagent_policy": str(sft_path)})})
     rollout = choose_rollout(cfg, env, workers, None, str(sft_path))
     rollout.run.env_spec["kwargs"]["latency_s"] = args.latency

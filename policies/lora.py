@@ -39,12 +39,11 @@ from __future__ import annotations
 import json
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Mapping
+from typing import Any, Iterator, Mapping
 
 import torch
 
-if TYPE_CHECKING:
-    from rl.config import LoraConfig
+from policies.spec import LoraConfig
 
 ADAPTER = "default"  # the one adapter a run trains (PEFT's default name)
 LORA_SETTINGS = "lora.json"  # in the run's policy skeleton folder
@@ -74,7 +73,7 @@ def check_targets(model: torch.nn.Module, targets: list[str]) -> None:
             raise ValueError(f"policy.lora.target_modules: {target!r} names no linear layer of the model; its linear layers are {sorted(linear - head_names)}")
 
 
-def apply_lora(model: torch.nn.Module, cfg: "LoraConfig", seed: int = 0) -> torch.nn.Module:
+def apply_lora(model: torch.nn.Module, cfg: LoraConfig, seed: int = 0) -> torch.nn.Module:
     """Inject adapters into `model` in place and freeze everything else; returns `model`.
 
     `seed` fixes the initialisation of A (B starts at zero, so the policy is unchanged) without
@@ -194,7 +193,7 @@ def output_row_tensors(linear: torch.nn.Module) -> list[torch.Tensor]:
     return tensors
 
 
-def save_lora_settings(cfg: "LoraConfig", folder: Path) -> Path:
+def save_lora_settings(cfg: LoraConfig, folder: Path) -> Path:
     """`folder/lora.json`: the settings a checkpoint's `model.pt` needs to be merged (export)."""
     out = Path(folder) / LORA_SETTINGS
     data = {**cfg.model_dump(mode="json"), "adapter": ADAPTER, "scaling": cfg.alpha / cfg.r}

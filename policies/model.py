@@ -7,21 +7,18 @@ per-head max pre-softmax logit when the learner asks for it (QK-Clip needs it).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 from transformers import AutoModelForCausalLM, LlamaConfig, PreTrainedModel, PreTrainedTokenizerBase, Qwen2Config
 
 from policies.qk_probe import QK_PROBE_ATTENTION, register_qk_probe
+from policies.spec import PolicyConfig
 from policies.tokenizer import load_tokenizer
-
-if TYPE_CHECKING:
-    from rl.config import PolicyConfig
 
 _CONFIGS = {"llama": LlamaConfig, "qwen2": Qwen2Config}
 
 
-def text_config_kwargs(cfg: "PolicyConfig", tokenizer: PreTrainedTokenizerBase) -> dict:
+def text_config_kwargs(cfg: PolicyConfig, tokenizer: PreTrainedTokenizerBase) -> dict:
     """The transformers config fields of the causal LM `cfg` describes (also the text half of a VLM)."""
     return dict(
         vocab_size=len(tokenizer),
@@ -39,7 +36,7 @@ def text_config_kwargs(cfg: "PolicyConfig", tokenizer: PreTrainedTokenizerBase) 
     )
 
 
-def build_model(cfg: "PolicyConfig", tokenizer: PreTrainedTokenizerBase, seed: int = 0) -> PreTrainedModel:
+def build_model(cfg: PolicyConfig, tokenizer: PreTrainedTokenizerBase, seed: int = 0) -> PreTrainedModel:
     """A randomly initialised model of `cfg.arch` sized by `cfg` (deterministic per seed)."""
     if cfg.arch == "llava":
         from policies.vlm import build_vlm
@@ -67,7 +64,7 @@ def load_model(path: str | Path) -> PreTrainedModel:
     return model
 
 
-def build_policy(cfg: "PolicyConfig", seed: int = 0) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+def build_policy(cfg: PolicyConfig, seed: int = 0) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """The model and tokenizer the experiment asks for."""
     if cfg.path:
         path = Path(cfg.path)

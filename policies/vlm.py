@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 from transformers import (
@@ -33,9 +32,7 @@ from transformers.models.siglip.image_processing_pil_siglip import SiglipImagePr
 
 from policies.model import text_config_kwargs
 from policies.qk_probe import QK_PROBE_ATTENTION, register_qk_probe
-
-if TYPE_CHECKING:
-    from rl.config import PolicyConfig
+from policies.spec import PolicyConfig
 
 IMAGE_TOKEN = "<image>"
 ATTENTION = {"text_config": QK_PROBE_ATTENTION, "vision_config": "sdpa", "": "sdpa"}
@@ -81,7 +78,7 @@ def build_processor(tokenizer: PreTrainedTokenizerBase, image_size: int, patch_s
     )
 
 
-def build_vlm(cfg: "PolicyConfig", tokenizer: PreTrainedTokenizerBase, seed: int = 0) -> PreTrainedModel:
+def build_vlm(cfg: PolicyConfig, tokenizer: PreTrainedTokenizerBase, seed: int = 0) -> PreTrainedModel:
     """A randomly initialised LLaVA of `cfg` (text part sized like the text policy), deterministic per seed."""
     register_qk_probe()
     tokenizer = add_image_token(tokenizer)
@@ -133,7 +130,7 @@ def load_processor(path: str | Path):
     return proc
 
 
-def processor_for(cfg: "PolicyConfig", tokenizer: PreTrainedTokenizerBase):
+def processor_for(cfg: PolicyConfig, tokenizer: PreTrainedTokenizerBase):
     """The processor of the policy `cfg` names: the folder's own, or one built for `cfg.vision`;
     None for a text-only policy."""
     if cfg.path and is_vlm_folder(cfg.path):

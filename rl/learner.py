@@ -141,7 +141,7 @@ class Learner:
             self.model.train(training)
 
     def _micro_plan(self, part: TrainBatch) -> list[torch.Tensor]:
-        return plan_microbatches(part, self.cfg.learner.max_tokens_per_microbatch, keep_prompts_together=self.shared_prefix)
+        return plan_microbatches(part, self.cfg.learner.max_tokens_per_microbatch, share_prompts=self.shared_prefix)
 
     @torch.no_grad()
     def _pre_update_logprobs(self, batch: TrainBatch, mb: int) -> torch.Tensor:

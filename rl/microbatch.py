@@ -13,8 +13,9 @@ budget (`tests/test_microbatch.py`).
 
 What a pass costs is rows x its longest row (right padding), so rows are sorted by length
 before they are cut: similar lengths share a pass and little of it is padding. When the learner
-computes shared prompts once (`rl.shared_prefix`) the rows of one prompt stay together (groups
-ordered by their longest row), since a prompt split over two passes is computed twice.
+computes shared prompts once (`rl.shared_prefix`), keeping the rows of one prompt together saves
+computing it once per pass it is split over; `plan_microbatches` takes whichever of the two
+orders computes fewer positions.
 
     plan:  list of row-index tensors, one per micro-batch, covering every row once
 """
@@ -27,14 +28,28 @@ from rl.batch import TrainBatch
 from rollout.prompt_index import distinct_prompts
 
 
-def plan_microbatches(batch: TrainBatch, max_tokens: int, keep_prompts_together: bool = False) -> list[torch.Tensor]:
+def plan_microbatches(batch: TrainBatch, max_tokens: int, share_prompts: bool = False) -> list[torch.Tensor]:
     """Row indices of each micro-batch: rows x their longest row ≤ `max_tokens`, except a row
-    that alone is longer (a micro-batch of its own). `max_tokens` 0: the whole batch, in order."""
-    n = len(batch)
+    that alone is longer (a micro-batch of its own). `max_tokens` 0: the whole batch, in order.
+
+    Rows go in longest first. With `share_prompts` (the learner computes each micro-batch's
+    distinct prompts once) the rows of a prompt may instead stay together, groups ordered by their
+    longest row: whichever of the two plans computes fewer positions. Short answers to long shared
+    prompts favour the groups; long answers of varied length favour sorting row by row, whose
+    padding is lower (`benchmarks/learner_memory.py`)."""
     if max_tokens <= 0:
-        return [torch.arange(n)]
+        return [torch.arange(len(batch))]
     lengths = batch.attention_mask.sum(dim=1).tolist()
-    order = _length_order(batch, lengths, keep_prompts_together)
+    by_length = pack(lengths, sorted(range(len(lengths)), key=lambda i: -lengths[i]), max_tokens)
+    if not share_prompts:
+        return by_length
+    prompt_lens, group = _prompts(batch)
+    by_prompt = pack(lengths, prompt_order(lengths, group), max_tokens)
+    return min((by_prompt, by_length), key=lambda plan: shared_prefix_positions(plan, lengths, prompt_lens, group))
+
+
+def pack(lengths: list[int], order: list[int], max_tokens: int) -> list[torch.Tensor]:
+    """Rows in `order`, cut greedily into micro-batches of at most `max_tokens` padded tokens."""
     plan: list[list[int]] = []
     widest = 0
     for i in order:
@@ -48,19 +63,32 @@ def plan_microbatches(batch: TrainBatch, max_tokens: int, keep_prompts_together:
     return [torch.tensor(rows, dtype=torch.long) for rows in plan]
 
 
-def _length_order(batch: TrainBatch, lengths: list[int], keep_prompts_together: bool) -> list[int]:
-    """Longest rows first; with `keep_prompts_together`, whole prompt groups, longest group first."""
-    if not keep_prompts_together:
-        return sorted(range(len(lengths)), key=lambda i: -lengths[i])
-    trained = batch.completion_mask > 0
-    # a row's prompt: every token before its first trained one (the whole row when none is)
-    first = torch.where(trained.any(dim=1), trained.float().argmax(dim=1) + 1, batch.attention_mask.sum(dim=1))
-    _, group = distinct_prompts([r[:p] for r, p in zip(batch.input_ids.tolist(), first.tolist())])
-    group = group.tolist()
+def prompt_order(lengths: list[int], group: list[int]) -> list[int]:
+    """Whole prompt groups, longest group first, each group's rows longest first."""
     longest: dict[int, int] = {}
     for g, length in zip(group, lengths):
         longest[g] = max(longest.get(g, 0), length)
     return sorted(range(len(lengths)), key=lambda i: (-longest[group[i]], group[i], -lengths[i]))
+
+
+def _prompts(batch: TrainBatch) -> tuple[list[int], list[int]]:
+    """Each row's prompt length (every token before its first trained one; the whole row when
+    none is) and the index of its distinct prompt."""
+    trained = batch.completion_mask > 0
+    first = torch.where(trained.any(dim=1), trained.float().argmax(dim=1) + 1, batch.attention_mask.sum(dim=1))
+    _, group = distinct_prompts([r[:p] for r, p in zip(batch.input_ids.tolist(), first.tolist())])
+    return first.tolist(), group.tolist()
+
+
+def shared_prefix_positions(plan: list[torch.Tensor], lengths: list[int], prompt_lens: list[int], group: list[int]) -> int:
+    """Positions a plan computes when each micro-batch's distinct prompts go through the model
+    once (`rl.shared_prefix`): per micro-batch, prompts x longest prompt + rows x longest rest."""
+    total = 0
+    for rows in plan:
+        idx = rows.tolist()
+        prompts = {group[i] for i in idx}
+        total += len(prompts) * max(prompt_lens[i] for i in idx) + len(idx) * max(lengths[i] - prompt_lens[i] for i in idx)
+    return total
 
 
 def select_trimmed(batch: TrainBatch, rows: torch.Tensor) -> TrainBatch:

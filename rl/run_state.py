@@ -25,7 +25,7 @@ from typing import Any, Callable, Iterator
 import torch
 
 from rl.checkpoint import latest_checkpoint, load_average, load_checkpoint, save_checkpoint, save_policy_skeleton
-from rl.config import ExperimentConfig, to_yaml
+from rl.config import ExperimentConfig, PolicyConfig, to_yaml
 from rl.console import Console
 from rl.evaluate import evaluate
 from rl.experiment_env import experiment_env
@@ -240,7 +240,7 @@ def write_summary(run: RunState, step: int) -> dict[str, Any]:
     return summary
 
 
-def start_ray_and_workers(cfg: ExperimentConfig, policy_cfg, console: Console) -> Any:
+def start_ray_and_workers(cfg: ExperimentConfig, policy_cfg: PolicyConfig, console: Console) -> Any:
     import ray
 
     if not ray.is_initialized():
@@ -250,11 +250,10 @@ def start_ray_and_workers(cfg: ExperimentConfig, policy_cfg, console: Console) -
         else:
             # address="local": always a fresh embedded instance, never one some other process started
             ray.init(address="local", num_cpus=cfg.cluster.num_cpus, include_dashboard=cfg.cluster.dashboard, log_to_driver=True, configure_logging=False)
-    spec = {"policy": policy_cfg.model_dump(), "path": policy_cfg.path, "tokenizer": policy_cfg.tokenizer or policy_cfg.path}
     r = cfg.rollout
     placement_group, scheduling = place_roles(cfg)  # fails fast when the cluster cannot hold the run
     workers = spawn_workers(
-        r.num_workers, spec, engine=r.engine, batch_size=r.batch_size, cpus=r.cpus_per_worker, gpus=r.gpus_per_worker, torch_threads=r.torch_threads,
+        r.num_workers, policy_cfg, engine=r.engine, batch_size=r.batch_size, cpus=r.cpus_per_worker, gpus=r.gpus_per_worker, torch_threads=r.torch_threads,
         engine_options=vllm_engine_options(r, max_position_embeddings=policy_cfg.max_position_embeddings, seed=cfg.run.seed, learner_gpus=cfg.cluster.learner_gpus)
         if r.engine == "vllm"
         else None,

@@ -81,20 +81,13 @@ def load_everywhere(group: list, ref: Any, version: int) -> None:
     """Load the weights `ref` (version `version`) into every worker; one that dies meanwhile gets them on its restart."""
     if isinstance(group, WorkerGroup):
         group.weights, group.version = ref, version
-    futures = [w.load_weights.remote(ref, version) for w in group]
-    for i, future in enumerate(futures):
-        try:
-            ray.get(future)
-        except ACTOR_LOST:
-            if not isinstance(group, WorkerGroup):
-                raise
-            recover(group, i)
+    call_everywhere(group, lambda w: w.load_weights.remote(ref, version), again=False)  # `recover` loads them
 
 
-def call_everywhere(group: list, submit: Callable[[Any], Any]) -> None:
+def call_everywhere(group: list, submit: Callable[[Any], Any], again: bool = True) -> None:
     """Run `submit(actor)` (a ref) on every worker and wait; one that dies meanwhile is recovered
-    (current weights loaded) and given the call again. For calls that are safe to repeat and
-    right on a restarted actor too: sleep and wake-up (`rollout.worker.WorkerEngines`)."""
+    (current weights loaded) and, with `again`, given the call again. For calls that are safe to
+    repeat and right on a restarted actor too: sleep and wake-up (`rollout.worker.WorkerEngines`)."""
     futures = [submit(w) for w in group]
     for i, future in enumerate(futures):
         try:
@@ -103,7 +96,8 @@ def call_everywhere(group: list, submit: Callable[[Any], Any]) -> None:
             if not isinstance(group, WorkerGroup):
                 raise
             recover(group, i)
-            ray.get(submit(group[i]))
+            if again:
+                ray.get(submit(group[i]))
 
 
 def run_shards(group: list, shards: list[tuple[int, Callable[[Any], Any]]]) -> list[tuple[int, Any]]:

@@ -12,6 +12,7 @@ from typing import Any, Sequence
 import ray
 import torch
 
+from policies.spec import PolicyConfig
 from rollout.engines.base import Completion, SamplingParams
 from rollout.recovery import WorkerGroup, call_everywhere, load_everywhere, run_shards
 
@@ -24,17 +25,15 @@ def assigned_device() -> str:
 class RolloutWorker:
     """A generation engine behind a Ray actor. Plain class: wrapped with `ray.remote` in `spawn_workers`."""
 
-    def __init__(self, model_spec: dict[str, Any], engine: str, batch_size: int, torch_threads: int, engine_options: dict[str, Any] | None = None):
+    def __init__(self, policy: PolicyConfig, engine: str, batch_size: int, torch_threads: int, engine_options: dict[str, Any] | None = None):
+        """`policy`: the policy the driver built (`policies.model.build_policy`); a folder in
+        `policy.path` (e.g. the SFT checkpoint) must be readable where this actor runs."""
         if torch_threads > 0:
             torch.set_num_threads(torch_threads)
-        from policies.model import build_model, load_model
-        from policies.tokenizer import load_tokenizer
+        from policies.model import build_policy
         from policies.vlm import processor_for
-        from rl.config import PolicyConfig
 
-        policy = PolicyConfig(**model_spec["policy"])
-        tokenizer = load_tokenizer(model_spec.get("tokenizer"))
-        model = load_model(model_spec["path"]) if model_spec.get("path") else build_model(policy, tokenizer)
+        model, tokenizer = build_policy(policy)
         if engine == "vllm":
             from rollout.engines.vllm import VLLMEngine
 
@@ -132,7 +131,7 @@ def _image_inputs(processor, model):
 
 def spawn_workers(
     n: int,
-    model_spec: dict[str, Any],
+    policy: PolicyConfig,
     *,
     engine: str,
     batch_size: int,
@@ -147,7 +146,7 @@ def spawn_workers(
     # No task retries by Ray: a restarted actor holds the initial weights; `rollout.recovery` retries instead.
     actor = ray.remote(num_cpus=cpus, num_gpus=gpus, max_restarts=3, max_task_retries=0)(RolloutWorker)
     strategies = scheduling or [None] * n
-    workers = [actor.options(scheduling_strategy=s).remote(model_spec, engine, batch_size, threads, engine_options) for s in strategies]
+    workers = [actor.options(scheduling_strategy=s).remote(policy, engine, batch_size, threads, engine_options) for s in strategies]
     ray.get([w.pid.remote() for w in workers])  # surface construction errors now, not mid-step
     return WorkerGroup(workers)
 

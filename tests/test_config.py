@@ -151,3 +151,12 @@ def test_docs_config_md_is_up_to_date():
 
     text = (REPO / "docs" / "config.md").read_text()
     assert explain() in text, "regenerate docs/config.md with `swarmrl config --explain`"
+
+
+def test_policy_sections_validate_like_every_other_section():
+    """`policies.spec` keeps its own copy of `Section`'s settings (it may not import `rl`)."""
+    from policies.spec import PolicyConfig, PolicySection
+    from rl.config import Section
+
+    assert PolicySection.model_config == Section.model_config
+    assert ExperimentConfig.model_fields["policy"].annotation is PolicyConfig

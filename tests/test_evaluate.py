@@ -75,7 +75,7 @@ def test_samples_through_a_real_worker_are_task_major_and_distinct(ray_session):
     tasks = env.eval_tasks()
     policy = PolicyConfig(hidden_size=64, num_layers=2, num_heads=2, head_dim=32, intermediate_size=128, max_position_embeddings=64)
     tokenizer = load_tokenizer()
-    workers = spawn_workers(1, {"policy": policy.model_dump(), "path": None, "tokenizer": None}, engine="hf", batch_size=32, cpus=1, gpus=0, torch_threads=1)
+    workers = spawn_workers(1, policy, engine="hf", batch_size=32, cpus=1, gpus=0, torch_threads=1)
     try:
         metrics, episodes = evaluate(workers, env, tasks, tokenizer, PARAMS, seed=3, samples=5)
     finally:

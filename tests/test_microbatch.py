@@ -13,7 +13,7 @@ from policies.qk_probe import probe_qk, read_max_logits
 from rl.batch import build_batch
 from rl.config import ConfigError, load_config
 from rl.learner import Learner
-from rl.microbatch import MicroMetrics, padding_fraction, plan_microbatches, select_trimmed
+from rl.microbatch import MicroMetrics, pack, padding_fraction, plan_microbatches, prompt_order, select_trimmed, shared_prefix_positions
 from rollout.episode import Episode, Turn
 
 LOSS_AGGS = ["token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm"]
@@ -88,7 +88,7 @@ def test_plan_covers_every_row_once_within_the_budget():
     batch = _grouped_batch(tok, prompts=6, group=4, seed=5)
     lengths = batch.attention_mask.sum(dim=1)
     for together in (False, True):
-        plan = plan_microbatches(batch, 48, keep_prompts_together=together)
+        plan = plan_microbatches(batch, 48, share_prompts=together)
         rows = torch.cat(plan).sort().values
         assert torch.equal(rows, torch.arange(len(batch)))
         for micro in plan:
@@ -110,17 +110,43 @@ def test_prompt_groups_stay_together_and_sorting_cuts_padding():
     cfg = _cfg()
     _, tok = build_policy(cfg.policy, seed=0)
     batch = _grouped_batch(tok, prompts=8, group=4, seed=7)
-    groups = torch.arange(len(batch)) // 4
-    plan = plan_microbatches(batch, 4 * 20, keep_prompts_together=True)
+    lengths = batch.attention_mask.sum(dim=1).tolist()
+    groups = (torch.arange(len(batch)) // 4).tolist()
+    plan = pack(lengths, prompt_order(lengths, groups), 4 * 20)
     seen: list[int] = []
     for micro in plan:
-        for g in groups[micro].tolist():
+        for g in [groups[i] for i in micro.tolist()]:
             if not seen or seen[-1] != g:
                 assert g not in seen, "a prompt group was split over non-adjacent micro-batches"
                 seen.append(g)
     # the same number of rows per pass, in batch order, against rows sorted by length
     in_order = [torch.arange(s, min(s + 4, len(batch))) for s in range(0, len(batch), 4)]
     assert padding_fraction(batch, plan_microbatches(batch, 4 * 20)) < padding_fraction(batch, in_order)
+
+
+@pytest.mark.parametrize("prompt_len, answer_len", [(40, 3), (3, 40)])
+def test_with_shared_prompts_the_plan_computing_fewer_positions_is_taken(prompt_len, answer_len):
+    # long shared prompts with short answers: keep the groups; short prompts with long varied answers: sort rows
+    g = torch.Generator().manual_seed(prompt_len)
+    episodes = []
+    for p in range(6):
+        prompt = torch.randint(3, 60, (prompt_len,), generator=g).tolist()
+        for _ in range(4):
+            c = int(torch.randint(1, answer_len + 1, (), generator=g))
+            turn = Turn(role="assistant", text="", token_ids=torch.randint(3, 60, (c,), generator=g).tolist(), logprobs=[-1.0] * c, trainable=True)
+            episodes.append(Episode(task_id=str(p), env="math", prompt="", prompt_ids=prompt, turns=[turn], group=p))
+    batch = build_batch(episodes, [1.0] * len(episodes), 0)
+    lengths = batch.attention_mask.sum(dim=1).tolist()
+    prompt_lens, group = [prompt_len] * len(batch), [i // 4 for i in range(len(batch))]
+    budget = 8 * (prompt_len + answer_len)
+    chosen = plan_microbatches(batch, budget, share_prompts=True)
+    grouped = pack(lengths, prompt_order(lengths, group), budget)
+    by_length = plan_microbatches(batch, budget)
+    cost = {name: shared_prefix_positions(plan, lengths, prompt_lens, group) for name, plan in (("grouped", grouped), ("by_length", by_length))}
+    assert cost["grouped"] != cost["by_length"]
+    best = min(cost, key=cost.get)
+    assert best == ("grouped" if prompt_len > answer_len else "by_length")
+    assert shared_prefix_positions(chosen, lengths, prompt_lens, group) == cost[best]
 
 
 def test_pooled_extremes_ignore_micro_batches_without_tokens():

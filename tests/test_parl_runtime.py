@@ -177,9 +177,8 @@ def _spawn(n: int, path=None):
     from rl.config import PolicyConfig
     from rollout.worker import spawn_workers
 
-    policy = PolicyConfig(hidden_size=64, num_layers=1, num_heads=2, head_dim=32, intermediate_size=64, max_position_embeddings=128)
-    spec = {"policy": policy.model_dump(), "path": str(path) if path else None, "tokenizer": str(path) if path else None}
-    return spawn_workers(n, spec, engine="hf", batch_size=64, cpus=1, gpus=0, torch_threads=1)
+    policy = PolicyConfig(hidden_size=64, num_layers=1, num_heads=2, head_dim=32, intermediate_size=64, max_position_embeddings=128, path=str(path) if path else None)
+    return spawn_workers(n, policy, engine="hf", batch_size=64, cpus=1, gpus=0, torch_threads=1)
 
 
 def _kill(workers):

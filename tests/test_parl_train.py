@@ -70,7 +70,7 @@ def test_frozen_subagents_do_not_change_while_the_orchestrator_learns(ray_sessio
         }
     )
     model, tok = build_policy(cfg.policy, seed=0)
-    workers = spawn_workers(2, {"policy": cfg.policy.model_dump(), "path": None, "tokenizer": None}, engine="hf", batch_size=64, cpus=1, gpus=0, torch_threads=1)
+    workers = spawn_workers(2, cfg.policy, engine="hf", batch_size=64, cpus=1, gpus=0, torch_threads=1)
     import ray
 
     try:

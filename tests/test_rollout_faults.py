@@ -41,8 +41,7 @@ def _workers():
     from rl.config import PolicyConfig
     from rollout.worker import spawn_workers
 
-    spec = {"policy": PolicyConfig(**POLICY).model_dump(), "path": None, "tokenizer": None}
-    return spawn_workers(2, spec, engine="hf", batch_size=8, cpus=1, gpus=0, torch_threads=1)
+    return spawn_workers(2, PolicyConfig(**POLICY), engine="hf", batch_size=8, cpus=1, gpus=0, torch_threads=1)
 
 
 def _stop(workers):

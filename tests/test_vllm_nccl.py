@@ -78,9 +78,8 @@ def test_nccl_broadcast_gives_hf_outputs_token_for_token():
     policy = PolicyConfig(hidden_size=64, num_layers=2, num_heads=2, head_dim=32, intermediate_size=128)
     ray.init(include_dashboard=False, configure_logging=False, ignore_reinit_error=True)
     try:
-        spec = {"policy": policy.model_dump(), "path": None, "tokenizer": None}
         workers = rollout_worker.spawn_workers(
-            1, spec, engine="vllm", batch_size=64, cpus=1, gpus=1, torch_threads=1, engine_options={"weight_transfer": "nccl"}
+            1, policy, engine="vllm", batch_size=64, cpus=1, gpus=1, torch_threads=1, engine_options={"weight_transfer": "nccl"}
         )
         model, tok = build_policy(policy, seed=11)
         model = model.cuda()

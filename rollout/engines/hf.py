@@ -57,7 +57,8 @@ class HFEngine:
 
     @torch.inference_mode()
     def generate(self, prompts: list[Prompt], params: SamplingParams, seed: int) -> list[Completion]:
-        gen = torch.Generator().manual_seed(seed)
+        # drawn where the logits are: on a GPU, copying [n, V] probabilities to the host every token costs more than the forward
+        gen = torch.Generator(device=self.model.device).manual_seed(seed)
         out: list[Completion] = []
         for start in range(0, len(prompts), self.batch_size):
             out.extend(self._generate_batch(prompts[start : start + self.batch_size], params, gen))
@@ -143,5 +144,5 @@ def _sample(logits: torch.Tensor, params: SamplingParams, gen: torch.Generator) 
         drop = sorted_p.cumsum(-1) - sorted_p >= params.top_p
         sorted_p = sorted_p.masked_fill(drop, 0.0)
         probs = torch.zeros_like(probs).scatter(-1, order, sorted_p)
-    tok = torch.multinomial(probs.cpu(), 1, generator=gen)[:, 0].to(logits.device)
+    tok = torch.multinomial(probs.to(gen.device), 1, generator=gen)[:, 0].to(logits.device)
     return tok, logp.gather(-1, tok[:, None])[:, 0]
