@@ -590,7 +590,7 @@ def measure_learner(scale: Scale, device: str, tokens: int, checkpointing: bool,
 
     cfg = experiment(scale, device, gradient_checkpointing=checkpointing, microbatch_tokens=microbatch)
     model = build_model(scale, load_tokenizer(None), device)
-    learner = Learner(model, cfg)
+    learner = Learner.from_config(model, cfg)
     batch = learner_batch(scale, tokens, seed=tokens)
     n_matmul = matmul_params(learner.model)
     warm_s, _ = _timed(lambda: learner.update(batch), device)  # Triton compiles, cuBLAS picks its kernels
@@ -764,7 +764,7 @@ def part_d(report: Report, budget: Budget, scale: Scale, device: str) -> None:
         cfg = experiment(scale, device, shared_prefix=True, tasks=scale.grpo_tasks, group=scale.grpo_group, max_new_tokens=scale.grpo_tokens)
         tokenizer = load_tokenizer(cfg.policy.tokenizer)
         model = build_model(scale, tokenizer, device)
-        learner = Learner(model, cfg)
+        learner = Learner.from_config(model, cfg)
         # the rollout side's own copy, in the dtype a GPU sampler serves; loading casts the fp32 master weights
         engine_dtype = torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
         engine = HFEngine(copy.deepcopy(model).to(engine_dtype), tokenizer.eos_token_id, tokenizer.pad_token_id, batch_size=cfg.rollout.batch_size)

@@ -95,7 +95,7 @@ def run_variant(args: argparse.Namespace) -> dict[str, float]:
     model, tok = build_policy(cfg.policy, seed=0)
     batch = _long_batch(tok, args.rows, args.prompt, args.max_len, seed=1)
     start = copy.deepcopy(model.state_dict())
-    learner = Learner(model, cfg)
+    learner = Learner.from_config(model, cfg)
     optimizer_start = copy.deepcopy(learner.optimizer.state_dict())
     before = _rss_mib()
     t0 = time.perf_counter()

@@ -59,7 +59,7 @@ def main() -> None:
     ]
     advantages = torch.randn(len(episodes), generator=torch.Generator().manual_seed(0)).tolist()
     batch = build_batch(episodes, advantages, tok.pad_token_id)
-    learners = {s: Learner(copy.deepcopy(model), cfgs[s]) for s in (True, False)}
+    learners = {s: Learner.from_config(copy.deepcopy(model), cfgs[s]) for s in (True, False)}
     start = {s: (copy.deepcopy(learners[s].model.state_dict()), copy.deepcopy(learners[s].optimizer.state_dict())) for s in (True, False)}
 
     times: dict[tuple[str, bool], list[float]] = {}

@@ -39,7 +39,7 @@ from policies.qk_probe import probe_qk, read_max_logits
 from rl.algorithms import aggregate, entropy_from_logits, get_policy_loss, tis_weights, token_logprobs
 from rl.algorithms.sampler_mismatch import MismatchMeter
 from rl.batch import TrainBatch
-from rl.config import ExperimentConfig
+from rl.config import AlgorithmConfig, ExperimentConfig, LearnerConfig, OptimizerConfig
 from rl.microbatch import MicroMetrics, loss_share, plan_microbatches, select_trimmed
 from rl.optim import build_optimizer, qk_clip
 from rl.optim.schedule import lr_factor, set_lr_factor
@@ -48,16 +48,31 @@ from rl.shared_prefix import shared_prefix_outputs
 
 
 class Learner:
-    def __init__(self, model: PreTrainedModel, cfg: ExperimentConfig):
-        self.cfg = cfg
-        self.device = torch.device(cfg.learner_device)
+    """Takes its own config sections: `algorithm` (loss, advantages' use, minibatches), `optimizer`,
+    `learner` (precision, memory); `device` is the resolved `learner.device`, and the sampling
+    temperature and completion cap are the rollout's (the log-probs and Dr. GRPO's constant use them)."""
+
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        algorithm: AlgorithmConfig,
+        optimizer: OptimizerConfig,
+        learner: LearnerConfig,
+        *,
+        device: str = "cpu",
+        temperature: float = 1.0,
+        max_new_tokens: int,
+    ):
+        self.algorithm, self.optim_cfg, self.learner_cfg = algorithm, optimizer, learner
+        self.norm_len = max_new_tokens  # Dr. GRPO's constant length
+        self.device = torch.device(device)
         # before the optimizer is built: its state is created where the parameters live
         self.model = model.to(self.device)
-        self.bf16 = cfg.learner.precision == "bf16"
-        if cfg.learner.gradient_checkpointing:
+        self.bf16 = learner.precision == "bf16"
+        if learner.gradient_checkpointing:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        self.shared_prefix = cfg.algorithm.shared_prefix and not cfg.learner.gradient_checkpointing
-        o = cfg.optimizer
+        self.shared_prefix = algorithm.shared_prefix and not learner.gradient_checkpointing
+        o = optimizer
         if o.freeze_vision_tower:
             from policies.vlm import freeze_vision_tower
 
@@ -71,19 +86,27 @@ class Learner:
             momentum=o.momentum,
             betas=tuple(o.betas),
         )
-        self.loss_fn = get_policy_loss(cfg.algorithm.policy_loss)
+        self.loss_fn = get_policy_loss(algorithm.policy_loss)
         self.lora = has_lora(model)
-        if self.lora and cfg.algorithm.kl_coef > 0 and o.name == "muonclip" and o.qk_clip:
+        if self.lora and algorithm.kl_coef > 0 and o.name == "muonclip" and o.qk_clip:
             # the config refuses this too (`ExperimentConfig`); a Learner built by hand must as well
             raise ValueError("a LoRA policy's KL reference is its base weights, which QK-Clip rescales: set optimizer.qk_clip: false or algorithm.kl_coef: 0")
         self.ref_model = None
-        if cfg.algorithm.kl_coef > 0 and not self.lora:
+        if algorithm.kl_coef > 0 and not self.lora:
             self.ref_model = copy.deepcopy(model).eval().requires_grad_(False)
-        self.temperature = cfg.rollout.temperature or 1.0
+        self.temperature = temperature or 1.0  # greedy sampling (0) scores log-probs at T = 1
         self.vocab = SampledVocab(model)
         self.served = served_weights(model)  # what the rollout workers load: the merged weights under LoRA
         # captured before any checkpoint load: a restored optimizer carries the scaled lr of its last step
         self.base_lrs = [g["lr"] for g in self.optimizer.param_groups]
+
+    @classmethod
+    def from_config(cls, model: PreTrainedModel, cfg: ExperimentConfig) -> "Learner":
+        """The learner an experiment describes: its sections, the resolved device, the rollout's sampling."""
+        return cls(
+            model, cfg.algorithm, cfg.optimizer, cfg.learner,
+            device=cfg.learner_device, temperature=cfg.rollout.temperature, max_new_tokens=cfg.rollout.max_new_tokens,
+        )
 
     def set_lr_factor(self, factor: float) -> None:
         """Scale every parameter group's lr to `factor` x its configured value."""
@@ -91,7 +114,7 @@ class Learner:
 
     def schedule_lr(self, step: int, progress: float) -> float:
         """Set the lr of update `step` at run `progress` (`optimizer.schedule`); returns the factor."""
-        o = self.cfg.optimizer
+        o = self.optim_cfg
         factor = lr_factor(o.schedule, progress, step, warmup_steps=o.warmup_steps, min_ratio=o.min_lr_ratio)
         self.set_lr_factor(factor)
         return factor
@@ -105,7 +128,7 @@ class Learner:
         """Per-token log-probs (with grad) and entropies of the completion-predicting positions, in fp32."""
         targets = self.vocab.targets(batch.input_ids[:, 1:])  # [B, L-1]
         head = model.get_output_embeddings()
-        if self.cfg.algorithm.chunked_logprobs and _plain_linear_head(model, head) and self.vocab.is_prefix:
+        if self.algorithm.chunked_logprobs and _plain_linear_head(model, head) and self.vocab.is_prefix:
             body = getattr(model, model.base_model_prefix)
             hidden = self._positions(lambda **kw: self._forward(body, **kw).last_hidden_state, batch)  # [B, L-1, D]
             weight = self.vocab.head_rows(head.weight)
@@ -141,7 +164,7 @@ class Learner:
             self.model.train(training)
 
     def _micro_plan(self, part: TrainBatch) -> list[torch.Tensor]:
-        return plan_microbatches(part, self.cfg.learner.max_tokens_per_microbatch, share_prompts=self.shared_prefix)
+        return plan_microbatches(part, self.learner_cfg.max_tokens_per_microbatch, share_prompts=self.shared_prefix)
 
     @torch.no_grad()
     def _pre_update_logprobs(self, batch: TrainBatch, mb: int) -> torch.Tensor:
@@ -156,7 +179,7 @@ class Learner:
 
     def update(self, batch: TrainBatch) -> dict[str, float]:
         """`algorithm.epochs` passes over `batch` in minibatches, one optimizer step each."""
-        a = self.cfg.algorithm
+        a = self.algorithm
         t0 = time.perf_counter()
         batch = batch.to(self.device)
         self.model.train()
@@ -213,7 +236,7 @@ class Learner:
                 self.optimizer.zero_grad(set_to_none=True)
                 read_max_logits(self.model, reset=True)
                 return None
-            share = loss_share(micro, part, self.cfg.algorithm.loss_agg)
+            share = loss_share(micro, part, self.algorithm.loss_agg)
             tokens = float(micro.completion_mask.sum())
             (loss * share).backward()
             pooled.add(metrics, share, tokens / total_tokens if total_tokens else len(micro) / len(part), has_tokens=tokens > 0)
@@ -223,7 +246,7 @@ class Learner:
         self, part: TrainBatch, behaviour: torch.Tensor | None, mismatch: MismatchMeter | None, first_step: bool
     ) -> tuple[torch.Tensor, dict[str, float]]:
         """The policy loss of `part` (aggregated over its own rows by `algorithm.loss_agg`) and its metrics."""
-        a = self.cfg.algorithm
+        a = self.algorithm
         with probe_qk(self.model):
             logprobs, entropy = self._logprobs(self.model, part)
         if behaviour is None and first_step:
@@ -242,7 +265,7 @@ class Learner:
             clip_low=a.clip_low,
             clip_high=a.clip_high,
             agg_mode=a.loss_agg,
-            norm_len=self.cfg.rollout.max_new_tokens,
+            norm_len=self.norm_len,
             ref_logprobs=ref,
             kl_coef=a.kl_coef,
             kl_estimator=a.kl_estimator,
@@ -250,7 +273,7 @@ class Learner:
         )
         if a.entropy_coef > 0:
             # the policy gradient sharpens every distribution it touches; the bonus slows that collapse
-            bonus = aggregate(entropy, part.completion_mask, a.loss_agg, self.cfg.rollout.max_new_tokens)
+            bonus = aggregate(entropy, part.completion_mask, a.loss_agg, self.norm_len)
             loss = loss - a.entropy_coef * bonus
             metrics["loss"] = float(loss.detach())
         with torch.no_grad():
@@ -260,7 +283,7 @@ class Learner:
     def _apply_step(self, part: TrainBatch) -> dict[str, float] | None:
         """Clip the gradient, step, and QK-Clip the heads whose max logit passed tau; None (no
         step) when the gradient is not finite."""
-        o = self.cfg.optimizer
+        o = self.optim_cfg
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), o.grad_clip if o.grad_clip > 0 else math.inf)
         if not torch.isfinite(grad_norm):
             self.optimizer.zero_grad(set_to_none=True)

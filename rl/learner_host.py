@@ -32,7 +32,7 @@ def start_learner(model: torch.nn.Module, cfg: ExperimentConfig, placement_group
     """The run's learner: a `Learner` in this process, or a `RemoteLearner` (`learner.actor`,
     on by default when the learner has a GPU)."""
     if not cfg.learner_in_actor:
-        return Learner(model, cfg)
+        return Learner.from_config(model, cfg)
     return RemoteLearner(model, cfg, placement_group)
 
 
@@ -57,7 +57,7 @@ class LearnerProcess:
         if threads:
             torch.set_num_threads(threads)
         torch.manual_seed(cfg.run.seed)
-        self.learner = Learner(model, cfg)
+        self.learner = Learner.from_config(model, cfg)
         self.nccl = None  # `broadcast_weights`' communicator, opened on first use
         self.parts = {"model": self.learner.model, "optimizer": self.learner.optimizer, "served": self.learner.served}
 

@@ -136,7 +136,7 @@ def test_the_ratio_is_against_the_sampler_so_a_stale_batch_is_off_policy():
     cfg = load_config("experiments/quickstart.yaml", ["sft.enabled=false", "optimizer.name=adamw", "optimizer.lr=1e-2", "optimizer.adamw_lr=1e-2"])
     model, tok = build_policy(cfg.policy, seed=1)
     env = make_env("math", levels=[1])
-    learner = Learner(model, cfg)
+    learner = Learner.from_config(model, cfg)
     sampler = HFEngine(copy.deepcopy(model), tok.eos_token_id, tok.pad_token_id)  # a rollout worker's copy
 
     fresh = _sampled_batch(sampler, tok, env, seed=0)

@@ -39,7 +39,7 @@ def test_chunked_logprobs_match_full_logits_values_and_grads(temperature):
     batch = _batch(tok, 6, seed)
     out = {}
     for flag, cfg in cfgs.items():
-        learner = Learner(model, cfg)
+        learner = Learner.from_config(model, cfg)
         model.zero_grad(set_to_none=True)
         lp, ent = learner._logprobs(model, batch)
         (lp * batch.completion_mask).sum().backward()
@@ -82,7 +82,7 @@ def test_qk_clip_on_remeasured_logits_leaves_the_batch_at_or_under_tau():
         "experiments/quickstart.yaml",
         ["sft.enabled=false", "optimizer.qk_clip_remeasure=true", f"optimizer.qk_clip_tau={tau}", "optimizer.lr=0.05", "optimizer.adamw_lr=0.05"],
     )
-    stats = Learner(model, cfg).update(batch)
+    stats = Learner.from_config(model, cfg).update(batch)
     assert stats["learner/qk_clipped_heads"] > 0
     after = max_logits()
     # The first layer lands at or under tau exactly; clipping a layer shifts the inputs of the
@@ -99,7 +99,7 @@ def test_entropy_bonus_raises_entropy_where_advantages_are_zero(optimizer):
         cfg = load_config("experiments/quickstart.yaml", ["sft.enabled=false", f"optimizer.name={optimizer}", f"algorithm.entropy_coef={coef}"])
         model, tok = build_policy(cfg.policy, seed=seed)
         batch = _batch(tok, 8, seed, advantages=[0.0] * 8)  # no policy gradient at all: only the bonus can move the policy
-        learner = Learner(model, cfg)
+        learner = Learner.from_config(model, cfg)
 
         def mean_entropy() -> float:
             with torch.no_grad():

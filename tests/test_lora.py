@@ -83,7 +83,7 @@ def test_only_adapters_get_gradients_and_move_with_muon():
     model, tok = base_model(seed=1)
     apply_lora(model, config({"r": 4}).policy.lora, seed=1)
     cfg = config({"r": 4}, optimizer={"lr": 2e-2})
-    learner = Learner(model, cfg)
+    learner = Learner.from_config(model, cfg)
     adapters = adapter_parameters(model)
     assert {n for n, p in model.named_parameters() if p.requires_grad} == set(adapters)
     assert len(adapters) == 2 * 7 * SMALL["num_layers"]  # A and B on every default target
@@ -150,13 +150,13 @@ def test_a_saved_checkpoint_merges_from_the_run_settings_alone(tmp_path):
 def test_reference_logprobs_are_the_base_models():
     model, base, tok = adapted(seed=4)
     cfg = config({"r": 4, "alpha": 8}, algorithm={"kl_coef": 0.1}, optimizer={"qk_clip": False})
-    learner = Learner(model, cfg)
+    learner = Learner.from_config(model, cfg)
     assert learner.ref_model is None  # no second copy of the weights
     batch = batch_of(tok, seed=4)
     m = batch.completion_mask.bool()
     model.train()
     ref = learner._reference_logprobs(batch)
-    expected = Learner(base, config())._logprobs(base, batch)[0].detach()
+    expected = Learner.from_config(base, config())._logprobs(base, batch)[0].detach()
     torch.testing.assert_close(ref[m], expected[m], atol=1e-6, rtol=0)
     # the adapters are back on afterwards, trainable, and they do change the policy
     assert model.training and all(not layer.disable_adapters for layer in lora_layers(model).values())
@@ -167,7 +167,7 @@ def test_reference_logprobs_are_the_base_models():
 
 def test_full_fine_tuning_keeps_a_frozen_copy_as_reference():
     model, tok = base_model(seed=7)
-    learner = Learner(model, config(algorithm={"kl_coef": 0.1}))
+    learner = Learner.from_config(model, config(algorithm={"kl_coef": 0.1}))
     assert learner.ref_model is not None and learner.ref_model is not model
     batch = batch_of(tok, seed=7)
     m = batch.completion_mask.bool()
@@ -302,7 +302,7 @@ def test_lora_run_serves_merged_weights_and_resumes(tmp_path, ray_session):
     base, tok = build_policy(cfg.policy, seed=cfg.run.seed)
     episodes = read_parquet(run_dir / "episodes" / "step_000002.parquet")
     batch = build_batch(episodes, [0.0] * len(episodes), tok.pad_token_id)
-    base_lp = Learner(base, config())._logprobs(base, batch)[0].detach()
+    base_lp = Learner.from_config(base, config())._logprobs(base, batch)[0].detach()
     m = batch.completion_mask.bool()
     assert (base_lp[m] - batch.old_logprobs[m]).abs().max() > 1e-3  # ... and not the base model's
 

@@ -65,7 +65,7 @@ def test_learner_scales_every_group_from_the_configured_lrs(name):
         }
     )
     model, _ = build_policy(cfg.policy, seed=0)
-    learner = Learner(model, cfg)
+    learner = Learner.from_config(model, cfg)
     configured = [g["lr"] for g in learner.optimizer.param_groups]
     assert sorted(set(configured)) == ([3e-4, 1e-3] if name == "muonclip" else [3e-4])
     learner.set_lr_factor(0.25)
@@ -73,7 +73,7 @@ def test_learner_scales_every_group_from_the_configured_lrs(name):
 
     # a checkpoint holds the scaled lrs; a learner restored from it still scales the configured ones
     state = learner.optimizer.state_dict()
-    restored = Learner(build_policy(cfg.policy, seed=0)[0], cfg)
+    restored = Learner.from_config(build_policy(cfg.policy, seed=0)[0], cfg)
     restored.optimizer.load_state_dict(state)
     assert [g["lr"] for g in restored.optimizer.param_groups] == pytest.approx([0.25 * lr for lr in configured])
     restored.set_lr_factor(0.5)
@@ -88,7 +88,7 @@ def test_learner_follows_the_configured_schedule():
             "optimizer": {"lr": 1e-3, "adamw_lr": 1e-4, "schedule": "linear", "warmup_steps": 10, "min_lr_ratio": 0.2},
         }
     )
-    learner = Learner(build_policy(cfg.policy, seed=0)[0], cfg)
+    learner = Learner.from_config(build_policy(cfg.policy, seed=0)[0], cfg)
     configured = list(learner.base_lrs)
     assert learner.schedule_lr(5, 0.0) == pytest.approx(0.5)  # half-way through the warm-up
     assert learner.schedule_lr(50, 0.5) == pytest.approx(0.2 + 0.8 * 0.5)

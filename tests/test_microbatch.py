@@ -45,7 +45,7 @@ def _grouped_batch(tokenizer, prompts: int, group: int, seed: int):
 
 def _run(cfg, model, batch) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
     model = copy.deepcopy(model)
-    metrics = Learner(model, cfg).update(batch)
+    metrics = Learner.from_config(model, cfg).update(batch)
     metrics.pop("time/learner_s")
     return metrics, {n: p.detach().clone() for n, p in model.named_parameters()}
 
@@ -158,7 +158,7 @@ def test_pooled_extremes_ignore_micro_batches_without_tokens():
 
 def _grads_and_qk_max(cfg, model, batch):
     model = copy.deepcopy(model)
-    learner = Learner(model, cfg)
+    learner = Learner.from_config(model, cfg)
     model.train()
     model.zero_grad(set_to_none=True)
     with probe_qk(model):
@@ -185,7 +185,7 @@ def test_gradient_checkpointing_gives_the_same_gradients_and_qk_maxima():
 def test_gradient_checkpointing_is_on_in_the_update():
     cfg = _cfg("learner.gradient_checkpointing=true")
     model, _ = build_policy(cfg.policy, seed=0)
-    learner = Learner(model, cfg)
+    learner = Learner.from_config(model, cfg)
     assert model.is_gradient_checkpointing and not learner.shared_prefix
 
 
@@ -195,8 +195,8 @@ def test_bf16_log_probs_stay_near_fp32_and_the_update_is_finite():
     batch = _grouped_batch(tok, prompts=4, group=4, seed=13)
     m = batch.completion_mask.bool()
     with torch.no_grad():
-        lp32, ent32 = Learner(copy.deepcopy(model), fp32)._logprobs(model, batch)
-        bf16 = Learner(copy.deepcopy(model), _cfg("learner.precision=bf16"))
+        lp32, ent32 = Learner.from_config(copy.deepcopy(model), fp32)._logprobs(model, batch)
+        bf16 = Learner.from_config(copy.deepcopy(model), _cfg("learner.precision=bf16"))
         lp16, ent16 = bf16._logprobs(bf16.model, batch)
     assert lp16.dtype == torch.float32 and torch.isfinite(lp16[m]).all()
     # bf16 keeps 8 mantissa bits: stated tolerance 0.05 nats per token (measured max ~0.02 here)
@@ -220,7 +220,7 @@ def _device_of_every_forward(cfg, device: str) -> set[str]:
             if isinstance(t, torch.Tensor):
                 seen.add(t.device.type)
 
-    learner = Learner(model, cfg)
+    learner = Learner.from_config(model, cfg)
     model.register_forward_pre_hook(record, with_kwargs=True)
     for m in model.modules():
         m.register_forward_pre_hook(record, with_kwargs=True)

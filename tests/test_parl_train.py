@@ -85,7 +85,7 @@ def test_frozen_subagents_do_not_change_while_the_orchestrator_learns(ray_sessio
         policy0, frozen0 = checksum("policy"), checksum("subagent")
         assert policy0 == frozen0  # same start
 
-        learner = Learner(model, cfg)
+        learner = Learner.from_config(model, cfg)
         for step in (1, 2):
             episodes = rollout.run(workers, env.sample(2, np.random.default_rng(step)), tok, SamplingParams(max_new_tokens=12), group_size=2, seed=step, step=step)
             for e in episodes:  # orchestrator turns are trainable, everything else is not

@@ -52,7 +52,7 @@ def _learner_and_batch(overrides: list[str], seed: int = 3):
     cfg = load_config("experiments/quickstart.yaml", ["sft.enabled=false", "optimizer.name=adamw", *overrides])
     model, tok = build_policy(cfg.policy, seed=seed)
     batch = _batch(tok, 6, seed)
-    learner = Learner(model, cfg)
+    learner = Learner.from_config(model, cfg)
     with torch.no_grad():
         exact = learner._logprobs(model, batch)[0] * batch.completion_mask  # [B, L-1]
     return learner, batch, exact

@@ -59,7 +59,7 @@ def test_shared_prompt_pass_gives_the_plain_pass_logprobs_entropies_grads_and_qk
     batch = _group_batch(tok, seed)
     out = {}
     for shared in (True, False):
-        learner = Learner(model, _cfg(shared, chunked, arch))
+        learner = Learner.from_config(model, _cfg(shared, chunked, arch))
         model.zero_grad(set_to_none=True)
         with probe_qk(model):
             lp, ent = learner._logprobs(model, batch)
@@ -115,7 +115,7 @@ def test_one_update_lands_on_the_same_weights_either_way():
     after, metrics = {}, {}
     for shared in (True, False):
         m = copy.deepcopy(model)
-        metrics[shared] = Learner(m, _cfg(shared)).update(batch)
+        metrics[shared] = Learner.from_config(m, _cfg(shared)).update(batch)
         after[shared] = m.state_dict()
     for name, value in after[False].items():
         torch.testing.assert_close(after[True][name], value, atol=1e-5, rtol=1e-4, msg=name)

@@ -141,7 +141,7 @@ def test_learner_logprobs_equal_sampler_logprobs(cfg, vlm, tasks, chunked):
     episodes = sampled_episodes(model, tok, proc, tasks, max_new_tokens=6, seed=11, batch_size=4)
     batch = build_batch(episodes, [1.0] * len(episodes), tok.pad_token_id, proc.image_processor)
     assert batch.pixel_values.shape == (len(tasks), 1, 3, 48, 48)
-    learner = Learner(model, cfg.model_copy(update={"algorithm": cfg.algorithm.model_copy(update={"chunked_logprobs": chunked})}))
+    learner = Learner.from_config(model, cfg.model_copy(update={"algorithm": cfg.algorithm.model_copy(update={"chunked_logprobs": chunked})}))
     with torch.no_grad():
         lp, ent = learner._logprobs(model, batch)
     m = batch.completion_mask.bool()
@@ -165,7 +165,7 @@ def test_frozen_vision_tower_stays_put_while_projector_and_lm_learn(cfg, tasks):
     batch = build_batch(episodes, [1.0, -1.0] * (len(episodes) // 2), tok.pad_token_id, proc.image_processor)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     frozen_cfg = cfg.model_copy(update={"optimizer": cfg.optimizer.model_copy(update={"freeze_vision_tower": True})})
-    learner = Learner(model, frozen_cfg)
+    learner = Learner.from_config(model, frozen_cfg)
     tower = {n for n, _ in model.named_parameters() if ".vision_tower." in f".{n}"}
     assert tower and all(not p.requires_grad for n, p in model.named_parameters() if n in tower)
     in_optimizer = {id(p) for g in learner.optimizer.param_groups for p in g["params"]}
@@ -232,7 +232,7 @@ def test_engine_never_samples_the_image_placeholder_and_learner_agrees(cfg, task
     ]
     batch = build_batch(episodes, [1.0] * len(episodes), tok.pad_token_id, proc.image_processor)
     for chunked in (True, False):
-        learner = Learner(model, cfg.model_copy(update={"algorithm": cfg.algorithm.model_copy(update={"chunked_logprobs": chunked})}))
+        learner = Learner.from_config(model, cfg.model_copy(update={"algorithm": cfg.algorithm.model_copy(update={"chunked_logprobs": chunked})}))
         with torch.no_grad():
             lp, ent = learner._logprobs(model, batch)
         m = batch.completion_mask.bool()
