@@ -47,11 +47,26 @@ class RolloutBatch:
 
 
 class RolloutPipeline:
-    def __init__(self, cfg, env, rollout: Rollout, workers: list, tokenizer, params: SamplingParams, *, last_step: int):
-        self.k = cfg.rollout.max_staleness
-        if self.k and cfg.env.name in PARL_ENVS:
-            raise ValueError(f"rollout.max_staleness={self.k}: asynchronous rollouts are implemented for single-turn envs, not env.name={cfg.env.name!r}")
-        self.cfg, self.env, self.rollout, self.workers, self.params = cfg, env, rollout, workers, params
+    def __init__(
+        self,
+        env,
+        rollout: Rollout,
+        workers: list,
+        tokenizer,
+        params: SamplingParams,
+        *,
+        tasks_per_step: int,
+        group_size: int,
+        level_weights: dict | None,
+        seed: int,
+        max_staleness: int,
+        last_step: int,
+    ):
+        self.k = max_staleness
+        if self.k and env.name in PARL_ENVS:
+            raise ValueError(f"rollout.max_staleness={self.k}: asynchronous rollouts are implemented for single-turn envs, not env.name={env.name!r}")
+        self.env, self.rollout, self.workers, self.params = env, rollout, workers, params
+        self.tasks_per_step, self.group_size, self.level_weights, self.seed = tasks_per_step, group_size, level_weights, seed
         self.tokenizer = tokenizer
         self.last_step = last_step
         self.regenerated = 0
@@ -97,7 +112,6 @@ class RolloutPipeline:
 
     def _generate(self, step: int, tokenizer) -> RolloutBatch:
         t0 = time.perf_counter()
-        c = self.cfg
-        tasks = sample_tasks(self.env, c.train.tasks_per_step, np.random.default_rng([c.run.seed, step]), c.env.level_weights)
-        episodes = self.rollout.run(self.workers, tasks, tokenizer, self.params, group_size=c.rollout.group_size, seed=c.run.seed * 100_003 + step, step=step)
+        tasks = sample_tasks(self.env, self.tasks_per_step, np.random.default_rng([self.seed, step]), self.level_weights)
+        episodes = self.rollout.run(self.workers, tasks, tokenizer, self.params, group_size=self.group_size, seed=self.seed * 100_003 + step, step=step)
         return RolloutBatch(step, tasks, episodes, time.perf_counter() - t0)

@@ -195,7 +195,11 @@ def open_run(cfg: ExperimentConfig, run_dir: Path, *, resume: bool = False) -> I
         rollout = choose_rollout(cfg, env, workers, learner.served, policy_cfg.path, processor)
         r = cfg.rollout
         params = SamplingParams(max_new_tokens=r.max_new_tokens, temperature=r.temperature, top_p=r.top_p)
-        pipeline = RolloutPipeline(cfg, env, rollout, workers, tokenizer, params, last_step=cfg.train.steps)
+        pipeline = RolloutPipeline(
+            env, rollout, workers, tokenizer, params,
+            tasks_per_step=cfg.train.tasks_per_step, group_size=r.group_size, level_weights=cfg.env.level_weights,
+            seed=cfg.run.seed, max_staleness=r.max_staleness, last_step=cfg.train.steps,
+        )
         eval_temperature = r.temperature if cfg.train.eval_temperature is None else cfg.train.eval_temperature
         run = RunState(
             cfg=cfg,

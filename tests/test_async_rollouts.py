@@ -107,9 +107,11 @@ def test_every_batch_respects_the_staleness_bound_and_it_is_logged(tmp_path, ray
 def test_async_rollouts_refuse_the_parl_env():
     from rl.rollout_pipeline import RolloutPipeline
 
-    cfg = load_config("experiments/swarm_parl.yaml", ["rollout.max_staleness=1"])
+    from rl.experiment_env import experiment_env
+
+    env = experiment_env(load_config("experiments/swarm_parl.yaml"))
     with pytest.raises(ValueError, match="rollout.max_staleness"):
-        RolloutPipeline(cfg, None, None, [], None, SamplingParams(), last_step=1)
+        RolloutPipeline(env, None, [], None, SamplingParams(), tasks_per_step=1, group_size=2, level_weights=None, seed=0, max_staleness=1, last_step=1)
 
 
 def test_config_bounds_max_staleness():
