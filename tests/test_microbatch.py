@@ -226,7 +226,7 @@ def _device_of_every_forward(cfg, device: str) -> set[str]:
         m.register_forward_pre_hook(record, with_kwargs=True)
     learner.update(batch)  # the batch arrives on the CPU, as `build_batch` makes it
     seen |= {p.device.type for p in model.parameters()}
-    optimizers = getattr(learner.optimizer, "optimizers", {"": learner.optimizer}).values()  # MuonClip holds one per parameter kind
+    optimizers = getattr(learner.optimizer, "optimizers", {"": learner.optimizer}).values()  # MuonAdamW holds one per parameter kind
     seen |= {t.device.type for o in optimizers for s in o.state.values() for t in s.values() if isinstance(t, torch.Tensor) and t.dim() > 0}
     assert optimizers and any(o.state for o in optimizers)
     return seen

@@ -28,8 +28,10 @@ from rl.optim.muon import BatchedMuon
 OPTIMIZERS = ("muonclip", "adamw")
 
 
-class MuonClip:
-    """Several torch optimizers over disjoint parameters, driven as one.
+class MuonAdamW:
+    """Several torch optimizers over disjoint parameters, driven as one. It does not clip:
+    QK-Clip is the learner's step after it (`rl.optim.qk_clip`, the same call in RL and SFT),
+    since it needs the forward pass's max logits, which an optimizer never sees.
 
     `optimizers` maps a part name ("muon", "adamw") to its optimizer; `assignment` maps every
     trainable parameter name to its part.
@@ -106,7 +108,7 @@ def build_optimizer(
     betas: tuple[float, float] = (0.9, 0.95),
     eps: float = 1e-8,
     ns_dtype: str = "auto",
-) -> MuonClip:
+) -> MuonAdamW:
     """The learner's optimizer.
 
     `name="muonclip"`: Muon(lr, momentum, nesterov, ns_steps, match_rms_adamw) on hidden 2-D
@@ -138,4 +140,4 @@ def build_optimizer(
         )
     if adamw:
         opts["adamw"] = torch.optim.AdamW(adamw, lr=adamw_lr, betas=betas, eps=eps, weight_decay=weight_decay)
-    return MuonClip(opts, assignment)
+    return MuonAdamW(opts, assignment)

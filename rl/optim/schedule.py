@@ -44,6 +44,6 @@ def lr_factor(name: str, progress: float, step: int, *, warmup_steps: int = 0, m
 
 
 def set_lr_factor(param_groups: list[dict], base_lrs: list[float], factor: float) -> None:
-    """Write `base * factor` into every group (the groups of all parts of a MuonClip optimizer)."""
+    """Write `base * factor` into every group (the groups of all parts of a MuonAdamW optimizer)."""
     for group, base in zip(param_groups, base_lrs, strict=True):
         group["lr"] = base * factor
