@@ -93,7 +93,8 @@ def shared_prefix_positions(plan: list[torch.Tensor], lengths: list[int], prompt
 
 def select_trimmed(batch: TrainBatch, rows: torch.Tensor) -> TrainBatch:
     """The rows, cut to their longest row: the columns after it are padding in every one of them."""
-    part = batch.select(rows.to(batch.input_ids.device))
+    in_order = len(rows) == len(batch) and torch.equal(rows, torch.arange(len(batch)))
+    part = batch if in_order else batch.select(rows.to(batch.input_ids.device))  # the one-pass plan copies nothing
     width = int(part.attention_mask.sum(dim=1).max())
     if width == part.input_ids.shape[1]:
         return part
