@@ -7,13 +7,23 @@ subclass keeps Muon's update rule, hyper-parameters and state (`momentum_buffer`
 checkpoints and `isinstance` checks are unchanged) and changes only how the orthogonal factor
 is computed: every same-shape matrix in one batched call (`kernels.newton_schulz`), in
 `ns_dtype` ("auto": bfloat16 on CUDA, float32 elsewhere).
+
+Under FSDP2 (`fully_shard`) the parameters, gradients and momentum buffers are DTensors split
+by rows over the ranks. Momentum, weight decay and the update then run on this rank's rows;
+only the orthogonalisation needs whole matrices, and `rl.optim.sharded_muon` computes it
+(each matrix gathered on one owner rank, orthogonalised there, its rows sent back). The
+learning-rate adjustment uses the matrix's global shape, so the step is the unsharded one.
 """
 
 from __future__ import annotations
 
+import time
+
 import torch
 
 from kernels.newton_schulz import orthogonalize
+from rl.optim.sharded_muon import OwnedWork, check_row_sharded, sharded_orthogonalize
+from torch.distributed.tensor import DTensor
 from torch.optim._muon import _adjust_lr
 
 
@@ -30,6 +40,12 @@ class BatchedMuon(torch.optim.Muon):
         super().__init__(params, **kwargs)
         resolve_ns_dtype(ns_dtype, torch.device("cpu"))  # validate now, not at the first step
         self.ns_dtype = ns_dtype
+        self.last_owned = OwnedWork()  # the matrices this rank orthogonalised in the last step
+        # this thread's CPU seconds (`time.thread_time`) in the orthogonalisation of the last step:
+        # `orthogonalize` alone, or under FSDP2 all of `sharded_orthogonalize` (the packing and
+        # unpacking of its all-to-alls included, the wait for the other ranks not: a blocked thread
+        # uses no CPU). Meaningful with torch_threads=1, where the matmuls run on this thread.
+        self.last_ns_seconds = 0.0
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -37,6 +53,8 @@ class BatchedMuon(torch.optim.Muon):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        self.last_owned = OwnedWork()
+        self.last_ns_seconds = 0.0
         for group in self.param_groups:
             params: list[torch.Tensor] = []
             grads: list[torch.Tensor] = []
@@ -44,15 +62,43 @@ class BatchedMuon(torch.optim.Muon):
             self._init_group(group, params, grads, bufs)
             if not params:
                 continue
+            if any(isinstance(p, DTensor) for p in params):
+                self._sharded_step(group, params, grads, bufs)
+                continue
+            self.last_owned += OwnedWork(len(params), sum(p.numel() for p in params))
             momentum = group["momentum"]
             updates = []
             for grad, buf in zip(grads, bufs):
                 buf.lerp_(grad, 1 - momentum)
                 updates.append(grad.lerp(buf, momentum) if group["nesterov"] else buf)
             dtype = resolve_ns_dtype(self.ns_dtype, params[0].device)
+            t0 = time.thread_time()
             ortho = orthogonalize(updates, group["ns_coefficients"], group["ns_steps"], group["eps"], dtype=dtype)
+            self.last_ns_seconds += time.thread_time() - t0
             lr = float(group["lr"])
             for p, o in zip(params, ortho):
                 p.mul_(1 - lr * group["weight_decay"])
                 p.add_(o.to(p.dtype), alpha=-_adjust_lr(lr, group["adjust_lr_fn"], p.shape))
         return loss
+
+    def _sharded_step(self, group: dict, params: list[DTensor], grads: list[DTensor], bufs: list[DTensor]) -> None:
+        """The step above for row-sharded DTensors: elementwise work on this rank's rows, the
+        orthogonalisation shared out over the ranks (`sharded_orthogonalize`, collective)."""
+        check_row_sharded(grads)  # the parameters are checked by sharded_orthogonalize
+        check_row_sharded(bufs)  # zeros_like(grad) makes it so; a plain buffer loaded from elsewhere would not be
+        momentum = group["momentum"]
+        updates = []  # this rank's rows, each [rows_i, n_i]
+        for grad, buf in zip(grads, bufs):
+            g, b = grad.to_local(), buf.to_local()
+            b.lerp_(g, 1 - momentum)
+            updates.append(g.lerp(b, momentum) if group["nesterov"] else b)
+        dtype = resolve_ns_dtype(self.ns_dtype, params[0].device)
+        t0 = time.thread_time()
+        ortho, work = sharded_orthogonalize(params, updates, group["ns_coefficients"], group["ns_steps"], group["eps"], dtype)
+        self.last_ns_seconds += time.thread_time() - t0
+        self.last_owned += work
+        lr = float(group["lr"])
+        for p, o in zip(params, ortho):
+            local = p.to_local()  # a view of this rank's rows: in-place ops update the parameter
+            local.mul_(1 - lr * group["weight_decay"])
+            local.add_(o.to(p.dtype), alpha=-_adjust_lr(lr, group["adjust_lr_fn"], p.shape))  # global shape

@@ -18,16 +18,58 @@ Under LoRA (`policies.lora`) a head's query is (W_q + s·B·A)[rows] x: the rows
 and of B are scaled alike, which scales exactly those rows of the merged weight the workers serve.
 Heads at or under τ are left bit-identical. Optimizer state (Muon momentum) is not touched,
 as in the report: only the weights are rescaled.
+
+Under FSDP2 (N ranks, each with its own micro-batches and its own rows of every weight):
+`reduce_max_logits` first takes each head's max over the ranks (an all-reduce MAX), so every rank
+clips the same heads by the same γ; `qk_clip` then scales each head's rows where they live, on
+the rank(s) whose shard holds them (DTensor Shard(0): rank r holds rows [r·c, (r+1)·c), c =
+ceil(R / N)). No weight moves between ranks.
 """
 
 from __future__ import annotations
 
 import math
+
 import torch
+import torch.distributed as dist
+from torch.distributed.tensor import DTensor
 
 from policies.lora import output_row_tensors
-from policies.qk_probe import attention_modules
 from policies.mla import FULL, HALF, is_mla, mla_head_parts
+from policies.qk_probe import attention_modules
+from rl.optim.sharded_muon import is_row_sharded, shard_rows
+
+
+@torch.no_grad()
+def reduce_max_logits(
+    model: torch.nn.Module, max_logits: dict[int, torch.Tensor], group: dist.ProcessGroup | None = None
+) -> dict[int, torch.Tensor]:
+    """{layer_idx: [num_heads]} with each head's max over all ranks of `group` (default: the world).
+
+    Returns `max_logits` itself when torch.distributed is not initialised or has one rank.
+    Otherwise collective: every rank must call it, after its forward passes and before
+    `qk_clip`. A rank may lack layers (it recorded nothing there); the result holds every layer
+    that any rank recorded, the same on all ranks. Layers are matched through the model's
+    attention modules, so each rank may pass its dict in any order.
+    """
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size(group) == 1:
+        return max_logits
+    layers = sorted({attn.layer_idx for attn in attention_modules(model)})
+    unknown = set(max_logits) - set(layers)
+    if unknown:
+        raise ValueError(f"max logits for layers {sorted(unknown)}, which are not attention layers of the model")
+    recorded = list(max_logits.values())
+    device = recorded[0].device if recorded else next(model.parameters()).device  # nccl needs CUDA tensors
+    # Heads per layer first: a rank that recorded nothing for a layer cannot know its width.
+    heads = torch.tensor([max_logits[k].numel() if k in max_logits else 0 for k in layers], device=device)  # [L]
+    dist.all_reduce(heads, op=dist.ReduceOp.MAX, group=group)
+    widths = heads.tolist()
+    flat = torch.full((sum(widths),), float("-inf"), dtype=torch.float32, device=device)  # [Σ heads]: -inf = nothing seen
+    for layer, chunk in zip(layers, flat.split(widths)):
+        if layer in max_logits:
+            chunk.copy_(max_logits[layer].reshape(-1))
+    dist.all_reduce(flat, op=dist.ReduceOp.MAX, group=group)
+    return {layer: chunk.clone() for layer, chunk, width in zip(layers, flat.split(widths), widths) if width}
 
 
 @torch.no_grad()
@@ -69,4 +111,19 @@ def head_parts(attn: torch.nn.Module, head: int) -> list[tuple[torch.nn.Linear, 
 
 def _scale_rows(linear: torch.nn.Module, rows: slice, factor: float) -> None:
     for tensor in output_row_tensors(linear):  # weight, bias, and a LoRA layer's B too
-        tensor[rows].mul_(factor)
+        here = _local_rows(tensor, rows) if isinstance(tensor, DTensor) else tensor[rows]
+        if here is not None:
+            here.mul_(factor)
+
+
+def _local_rows(tensor: DTensor, rows: slice) -> torch.Tensor | None:
+    """The part of global `rows` that this rank's shard of `tensor` holds, as a view of the
+    shard (None if it holds none of them)."""
+    if not is_row_sharded(tensor):
+        raise NotImplementedError(f"QK-Clip scales rows of DTensors sharded as (Shard(0),) on a 1-D mesh, got {tuple(tensor.placements)}")
+    mesh = tensor.device_mesh
+    start, stop = shard_rows(tensor.shape[0], mesh.get_local_rank(0), mesh.size(0))
+    lo, hi = max(rows.start, start), min(rows.stop, stop)
+    if lo >= hi:
+        return None
+    return tensor.to_local()[lo - start : hi - start]
