@@ -62,7 +62,21 @@ class ClusterConfig(Section):
         ge=0,
         description="CPUs reserved on the head node for the driver: learner and verification threads (sandbox.workers); the driver runs there under `ray job submit`. Reserved only with a placement group (cluster.placement), otherwise only checked; 0: none.",
     )
-    learner_gpus: float = Field(0.0, ge=0, description="GPUs reserved on the head node for the learner (same bundle as learner_cpus).")
+    learner_gpus: float = Field(0.0, ge=0, description="GPUs reserved on the head node for the learner (same bundle as learner_cpus); per rank with learner_ranks > 1.")
+    learner_ranks: int = Field(
+        1,
+        ge=1,
+        description="Learner processes: N > 1 starts N Ray actors that form one torch.distributed process group (`nccl` on GPUs, `gloo` on CPU) and train one FSDP2-sharded policy, each on its share of every minibatch (the same update as one process); learner_cpus and learner_gpus are then per rank, one placement bundle each. 1: one learner (`learner.actor`).",
+    )
+    learner_timeout_s: float = Field(
+        600.0,
+        gt=0,
+        description="Process-group timeout of the learner ranks (learner_ranks > 1): a collective that waits longer fails the step with an error instead of hanging, e.g. when a rank died. Resume the run with `--resume`.",
+    )
+    learner_resources: dict[str, float] = Field(
+        default_factory=dict,
+        description="Custom Ray resources (`ray start --resources`) added to the learner's bundle (and each rank's with learner_ranks > 1), e.g. `{learner_node: 1}` to pin the learner to the nodes started with that resource. Needs cluster.placement other than `none` and learner_cpus or learner_gpus (the bundle they are part of); a resource no node has is an error at start.",
+    )
 
 
 class SFTConfig(Section):
@@ -129,6 +143,10 @@ class RolloutConfig(Section):
     num_workers: int = Field(1, ge=1, description="Rollout worker actors.")
     cpus_per_worker: float = Field(1.0, gt=0, description="Ray CPUs reserved by each rollout worker.")
     gpus_per_worker: float = Field(0.0, ge=0, description="Ray GPUs reserved by each rollout worker.")
+    worker_resources: dict[str, float] = Field(
+        default_factory=dict,
+        description="Custom Ray resources (`ray start --resources`) added to each rollout worker's bundle, e.g. `{rollout_node: 1}` to put the workers on the nodes started with that resource. Needs cluster.placement other than `none`; a resource no node has is an error at start.",
+    )
     torch_threads: int = Field(0, ge=0, description="torch threads inside a worker; 0: its CPU reservation (at least 1).")
     group_size: int = Field(8, ge=1, description="Completions sampled per task (G).")
     max_new_tokens: int = Field(16, ge=1, description="Completion length cap; a completion that hits it ends with reason `length`.")
@@ -467,6 +485,21 @@ class ExperimentConfig(Section):
         return self
 
     @model_validator(mode="after")
+    def _custom_resources_go_into_bundles(self) -> "ExperimentConfig":
+        for key, resources in (("rollout.worker_resources", self.rollout.worker_resources), ("cluster.learner_resources", self.cluster.learner_resources)):
+            if not resources:
+                continue
+            if reserved := sorted(set(resources) & {"CPU", "GPU", "memory", "object_store_memory"}):
+                raise ValueError(f"{key}: {', '.join(reserved)} is not a custom resource: use {'rollout.cpus_per_worker / rollout.gpus_per_worker' if key.startswith('rollout') else 'cluster.learner_cpus / cluster.learner_gpus'}")
+            if bad := [f"{k}={v:g}" for k, v in resources.items() if v <= 0]:
+                raise ValueError(f"{key}: amounts must be positive ({', '.join(bad)})")
+            if self.cluster.placement == "none":
+                raise ValueError(f"{key} is reserved through the run's placement group, and cluster.placement is none: set cluster.placement (e.g. pack or spread)")
+        if self.cluster.learner_resources and not (self.cluster.learner_cpus or self.cluster.learner_gpus):
+            raise ValueError("cluster.learner_resources joins the learner's bundle, which exists only with cluster.learner_cpus or cluster.learner_gpus: set cluster.learner_cpus (e.g. 1)")
+        return self
+
+    @model_validator(mode="after")
     def _learner_device_is_reserved(self) -> "ExperimentConfig":
         if self.learner.device == "cuda" and not self.cluster.learner_gpus:
             raise ValueError("learner.device: cuda needs a GPU reserved for it: set cluster.learner_gpus: 1 (or learner.device: auto)")
@@ -485,8 +518,25 @@ class ExperimentConfig(Section):
 
     @property
     def learner_in_actor(self) -> bool:
-        """`learner.actor`, with empty resolved by whether the learner has a GPU."""
+        """`learner.actor`, with empty resolved by whether the learner has a GPU (learner ranks are always actors)."""
+        if self.cluster.learner_ranks > 1:
+            return True
         return self.cluster.learner_gpus > 0 if self.learner.actor is None else self.learner.actor
+
+    @model_validator(mode="after")
+    def _learner_ranks_shard_one_policy(self) -> "ExperimentConfig":
+        n = self.cluster.learner_ranks
+        if n == 1:
+            return self
+        if self.learner.actor is False:
+            raise ValueError(f"cluster.learner_ranks: {n} runs the learner as {n} Ray actors, and learner.actor: false keeps it in the driver: drop learner.actor or set cluster.learner_ranks: 1")
+        if self.policy.lora is not None:
+            raise ValueError(f"policy.lora trains adapters on one learner rank: set cluster.learner_ranks: 1 (cluster.learner_ranks: {n})")
+        if self.rollout.weight_sync in ("nccl", "ipc"):
+            raise ValueError(f"rollout.weight_sync: {self.rollout.weight_sync} sends one learner's weights; with cluster.learner_ranks: {n} rank 0 gathers them through the object store: set rollout.weight_sync: auto (or object_store)")
+        if self.cluster.learner_gpus and self.cluster.learner_gpus < 1:
+            raise ValueError(f"cluster.learner_ranks: {n} with cluster.learner_gpus: {self.cluster.learner_gpus:g}: NCCL needs a whole GPU per rank: set cluster.learner_gpus: 1")
+        return self
 
     @model_validator(mode="after")
     def _fixed_width_is_math_arithmetic(self) -> "ExperimentConfig":

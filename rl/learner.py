@@ -22,6 +22,15 @@ Newton-Schulz keeps its own precision (`ns_dtype`).
 With the KL penalty the reference is a frozen copy of the initial policy, or, for a LoRA policy
 (`policies.lora`), the same model with its adapters switched off: the frozen base weights are the
 initial policy, and no second copy of them is held.
+
+With N ranks (`cluster.learner_ranks`, `rl.learner_group`) every rank runs this same class on its
+share of each minibatch's rows, the policy and the reference sharded with FSDP2, and
+`rl.distributed.ranks` answers what the ranks must agree on (how many passes, whether the loss is
+finite, the pooled metrics); the Muon step and QK-Clip's per-head maxima are reduced over ranks
+(`rl.optim`). The update equals one process's on the same minibatch. Two paths are one-process
+only: the shared-prompt pass (a rank's prompt groups would change its number of forwards) and the
+chunked log-probs (they read the head's weight outside the model's forward, where FSDP holds only
+a shard); sharded ranks take the model's own forward.
 """
 
 from __future__ import annotations
@@ -29,6 +38,7 @@ from __future__ import annotations
 import copy
 import math
 import time
+from typing import Iterator
 
 import torch
 from transformers import PreTrainedModel
@@ -40,8 +50,10 @@ from rl.algorithms import aggregate, entropy_from_logits, get_policy_loss, tis_w
 from rl.algorithms.sampler_mismatch import MismatchMeter
 from rl.batch import TrainBatch
 from rl.config import AlgorithmConfig, ExperimentConfig, LearnerConfig, OptimizerConfig
+from rl.distributed.ranks import LearnerRanks
 from rl.microbatch import MicroMetrics, loss_share, plan_microbatches, select_trimmed
 from rl.optim import build_optimizer, qk_clip
+from rl.optim.qk_clip import reduce_max_logits
 from rl.optim.schedule import lr_factor, set_lr_factor
 from rl.sampled_vocab import SampledVocab
 from rl.shared_prefix import shared_prefix_outputs
@@ -62,21 +74,31 @@ class Learner:
         device: str = "cpu",
         temperature: float = 1.0,
         max_new_tokens: int,
+        ranks: LearnerRanks | None = None,
     ):
         self.algorithm, self.optim_cfg, self.learner_cfg = algorithm, optimizer, learner
         self.norm_len = max_new_tokens  # Dr. GRPO's constant length
         self.device = torch.device(device)
+        self.ranks = ranks or LearnerRanks()
         # before the optimizer is built: its state is created where the parameters live
         self.model = model.to(self.device)
         self.bf16 = learner.precision == "bf16"
         if learner.gradient_checkpointing:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        self.shared_prefix = algorithm.shared_prefix and not learner.gradient_checkpointing
+        self.shared_prefix = algorithm.shared_prefix and not learner.gradient_checkpointing and not self.ranks.sharded
         o = optimizer
         if o.freeze_vision_tower:
             from policies.vlm import freeze_vision_tower
 
             freeze_vision_tower(model)
+        self.lora = has_lora(model)
+        if self.lora and self.ranks.sharded:
+            raise ValueError("LoRA policies train on one learner rank: set cluster.learner_ranks: 1")
+        self.ref_model = None
+        if algorithm.kl_coef > 0 and not self.lora:
+            self.ref_model = copy.deepcopy(model).eval().requires_grad_(False)
+            self.ranks.shard(self.ref_model, self.bf16)
+        self.ranks.shard(model, self.bf16)  # before the optimizer: its state is created on the shards
         self.optimizer = build_optimizer(
             model,
             name=o.name,
@@ -87,13 +109,9 @@ class Learner:
             betas=tuple(o.betas),
         )
         self.loss_fn = get_policy_loss(algorithm.policy_loss)
-        self.lora = has_lora(model)
         if self.lora and algorithm.kl_coef > 0 and o.name == "muonclip" and o.qk_clip:
             # the config refuses this too (`ExperimentConfig`); a Learner built by hand must as well
             raise ValueError("a LoRA policy's KL reference is its base weights, which QK-Clip rescales: set optimizer.qk_clip: false or algorithm.kl_coef: 0")
-        self.ref_model = None
-        if algorithm.kl_coef > 0 and not self.lora:
-            self.ref_model = copy.deepcopy(model).eval().requires_grad_(False)
         self.temperature = temperature or 1.0  # greedy sampling (0) scores log-probs at T = 1
         self.vocab = SampledVocab(model)
         self.served = served_weights(model)  # what the rollout workers load: the merged weights under LoRA
@@ -101,12 +119,20 @@ class Learner:
         self.base_lrs = [g["lr"] for g in self.optimizer.param_groups]
 
     @classmethod
-    def from_config(cls, model: PreTrainedModel, cfg: ExperimentConfig) -> "Learner":
+    def from_config(cls, model: PreTrainedModel, cfg: ExperimentConfig, ranks: LearnerRanks | None = None) -> "Learner":
         """The learner an experiment describes: its sections, the resolved device, the rollout's sampling."""
         return cls(
             model, cfg.algorithm, cfg.optimizer, cfg.learner,
-            device=cfg.learner_device, temperature=cfg.rollout.temperature, max_new_tokens=cfg.rollout.max_new_tokens,
+            device=cfg.learner_device, temperature=cfg.rollout.temperature, max_new_tokens=cfg.rollout.max_new_tokens, ranks=ranks,
         )
+
+    def load_train_state(self, folder) -> None:
+        """Model and optimizer from a checkpoint folder in either format: sharded (written by any
+        number of ranks) or the single files `model.pt` + `optimizer.pt` (`rl.distributed.checkpoint`)."""
+        from rl.distributed.checkpoint import is_sharded_checkpoint, load_legacy_train_state, load_train_state
+
+        load = load_train_state if is_sharded_checkpoint(folder) else load_legacy_train_state
+        load(folder, self.model, self.optimizer)
 
     def set_lr_factor(self, factor: float) -> None:
         """Scale every parameter group's lr to `factor` x its configured value."""
@@ -128,7 +154,7 @@ class Learner:
         """Per-token log-probs (with grad) and entropies of the completion-predicting positions, in fp32."""
         targets = self.vocab.targets(batch.input_ids[:, 1:])  # [B, L-1]
         head = model.get_output_embeddings()
-        if self.algorithm.chunked_logprobs and _plain_linear_head(model, head) and self.vocab.is_prefix:
+        if self.algorithm.chunked_logprobs and not self.ranks.sharded and _plain_linear_head(model, head) and self.vocab.is_prefix:
             body = getattr(model, model.base_model_prefix)
             hidden = self._positions(lambda **kw: self._forward(body, **kw).last_hidden_state, batch)  # [B, L-1, D]
             weight = self.vocab.head_rows(head.weight)
@@ -163,18 +189,32 @@ class Learner:
         finally:
             self.model.train(training)
 
-    def _micro_plan(self, part: TrainBatch) -> list[torch.Tensor]:
-        return plan_microbatches(part, self.learner_cfg.max_tokens_per_microbatch, share_prompts=self.shared_prefix)
+    def _passes(self, part: TrainBatch) -> Iterator[tuple[TrainBatch, torch.Tensor, bool]]:
+        """This rank's micro-batches of minibatch `part`, as (micro-batch, its rows in `part`, real).
+        Every rank runs as many (`LearnerRanks.passes`); a rank's extra passes repeat a row of
+        `part` and are not real: their loss counts for nothing and their metrics are not pooled."""
+        mine = self.ranks.rows_of(part)
+        own = part if mine is None else part.select(mine.to(part.input_ids.device))
+        plan = plan_microbatches(own, self.learner_cfg.max_tokens_per_microbatch, share_prompts=self.shared_prefix) if len(own) else []
+        for i in range(self.ranks.passes(len(plan))):
+            if i < len(plan):
+                rows = plan[i]
+                yield select_trimmed(own, rows), (rows if mine is None else mine[rows]), True
+            else:
+                rows = torch.zeros(1, dtype=torch.long)
+                yield select_trimmed(part, rows), rows, False
 
     @torch.no_grad()
     def _pre_update_logprobs(self, batch: TrainBatch, mb: int) -> torch.Tensor:
-        """[B, L-1] learner log-probs of the whole batch before any step (TIS over several minibatches/epochs)."""
+        """[B, L-1] learner log-probs of the batch before any step (TIS over several
+        minibatches/epochs); with N ranks, each fills in the rows it trains on."""
         out = torch.zeros_like(batch.old_logprobs)
         for start in range(0, len(batch), mb):
             part = batch.select(slice(start, start + mb))
-            for rows in self._micro_plan(part):
-                micro = select_trimmed(part, rows)
-                out[start + rows.to(out.device), : micro.old_logprobs.shape[1]] = self._logprobs(self.model, micro)[0]
+            for micro, rows, real in self._passes(part):
+                logprobs = self._logprobs(self.model, micro)[0]
+                if real:
+                    out[start + rows.to(out.device), : micro.old_logprobs.shape[1]] = logprobs
         return out
 
     def update(self, batch: TrainBatch) -> dict[str, float]:
@@ -227,20 +267,20 @@ class Learner:
         self.optimizer.zero_grad(set_to_none=True)
         pooled = MicroMetrics()
         total_tokens = float(part.completion_mask.sum())
-        for rows in self._micro_plan(part):
-            micro = select_trimmed(part, rows)
+        for micro, rows, real in self._passes(part):
             width = micro.old_logprobs.shape[1]
             micro_behaviour = None if behaviour is None else behaviour[rows.to(behaviour.device), :width]
-            loss, metrics = self._minibatch_loss(micro, micro_behaviour, mismatch, first_step)
-            if not torch.isfinite(loss):
+            loss, metrics = self._minibatch_loss(micro, micro_behaviour, mismatch if real else None, first_step)
+            if not self.ranks.all_finite(loss):
                 self.optimizer.zero_grad(set_to_none=True)
                 read_max_logits(self.model, reset=True)
                 return None
-            share = loss_share(micro, part, self.algorithm.loss_agg)
-            tokens = float(micro.completion_mask.sum())
-            (loss * share).backward()
-            pooled.add(metrics, share, tokens / total_tokens if total_tokens else len(micro) / len(part), has_tokens=tokens > 0)
-        return pooled.result()
+            share = loss_share(micro, part, self.algorithm.loss_agg) if real else 0.0
+            (loss * (share * self.ranks.loss_scale)).backward()
+            if real:
+                tokens = float(micro.completion_mask.sum())
+                pooled.add(metrics, share, tokens / total_tokens if total_tokens else len(micro) / len(part), has_tokens=tokens > 0)
+        return self.ranks.pool(pooled)
 
     def _minibatch_loss(
         self, part: TrainBatch, behaviour: torch.Tensor | None, mismatch: MismatchMeter | None, first_step: bool
@@ -284,29 +324,28 @@ class Learner:
         """Clip the gradient, step, and QK-Clip the heads whose max logit passed tau; None (no
         step) when the gradient is not finite."""
         o = self.optim_cfg
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), o.grad_clip if o.grad_clip > 0 else math.inf)
-        if not torch.isfinite(grad_norm):
+        grad_norm = self.ranks.scalar(torch.nn.utils.clip_grad_norm_(self.model.parameters(), o.grad_clip if o.grad_clip > 0 else math.inf))
+        if not math.isfinite(grad_norm):
             self.optimizer.zero_grad(set_to_none=True)
             read_max_logits(self.model, reset=True)
             return None
         self.optimizer.step()
-        logits_by_layer = read_max_logits(self.model, reset=True)
+        logits_by_layer = reduce_max_logits(self.model, read_max_logits(self.model, reset=True))
         max_qk = max((float(v.max()) for v in logits_by_layer.values()), default=0.0)
         clipped = 0
         if o.name == "muonclip" and o.qk_clip:
             if o.qk_clip_remeasure:
                 logits_by_layer = self._remeasure_max_logits(part)
             clipped = int(qk_clip(self.model, logits_by_layer, o.qk_clip_tau).get("clipped_heads", 0))
-        return {"grad_norm": float(grad_norm), "qk_max_logit": max_qk, "qk_clipped_heads": clipped}
+        return {"grad_norm": grad_norm, "qk_max_logit": max_qk, "qk_clipped_heads": clipped}
 
     @torch.no_grad()
     def _remeasure_max_logits(self, part: TrainBatch) -> dict[int, torch.Tensor]:
         """Each head's max logit on `part` under the updated weights (attention only: the head is skipped)."""
         with probe_qk(self.model):
-            for rows in self._micro_plan(part):
-                micro = select_trimmed(part, rows)
+            for micro, _, _ in self._passes(part):
                 self._forward(self.model, input_ids=micro.input_ids, attention_mask=micro.attention_mask, logits_to_keep=1, **micro.model_inputs())
-        return read_max_logits(self.model, reset=True)
+        return reduce_max_logits(self.model, read_max_logits(self.model, reset=True))
 
 
 def _plain_linear_head(model: PreTrainedModel, head) -> bool:

@@ -10,7 +10,11 @@ Both hosts offer what the trainer uses, so the loop does not know which one it h
     update(batch) -> metrics        one learner update (`rl.learner.Learner.update`)
     schedule_lr(step, progress)     the step's lr factor
     model, optimizer                state_dict() / load_state_dict() for checkpoints
+    load_train_state(folder)        a checkpoint's model and optimizer, in either format
     served                          state_dict(): the weights the rollout workers load (merged under LoRA)
+
+With `cluster.learner_ranks` N > 1 the learner is N actors (`rl.learner_group.LearnerGroup`),
+which offer the same calls and write their checkpoints themselves (`save_train_state`).
 
 The actor returns every state on the CPU: the driver may have no GPU, and the object store and
 `torch.save` take CPU tensors.
@@ -19,6 +23,7 @@ The actor returns every state on the CPU: the driver may have no GPU, and the ob
 from __future__ import annotations
 
 import socket
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -33,6 +38,10 @@ def start_learner(model: torch.nn.Module, cfg: ExperimentConfig, placement_group
     on by default when the learner has a GPU)."""
     if not cfg.learner_in_actor:
         return Learner.from_config(model, cfg)
+    if cfg.cluster.learner_ranks > 1:
+        from rl.learner_group import LearnerGroup
+
+        return LearnerGroup(model, cfg, placement_group)
     return RemoteLearner(model, cfg, placement_group)
 
 
@@ -72,6 +81,9 @@ class LearnerProcess:
 
     def load_state_dict(self, part: str, state: dict[str, Any]) -> None:
         self.parts[part].load_state_dict(state)
+
+    def load_train_state(self, folder: str) -> None:
+        self.learner.load_train_state(folder)
 
     def device(self) -> str:
         return str(self.learner.device)
@@ -145,6 +157,19 @@ class RemoteLearner:
         import ray
 
         return ray.get(self.actor.schedule_lr.remote(step, progress))
+
+    def load_train_state(self, folder) -> None:
+        """A sharded checkpoint is read by the actor (it is on the driver's node, in its bundle);
+        single files go through the object store as they always have."""
+        import ray
+
+        from rl.distributed.checkpoint import is_sharded_checkpoint
+
+        if is_sharded_checkpoint(folder):
+            ray.get(self.actor.load_train_state.remote(str(folder)))
+            return
+        self.model.load_state_dict(torch.load(Path(folder) / "model.pt", map_location="cpu", weights_only=True))
+        self.optimizer.load_state_dict(torch.load(Path(folder) / "optimizer.pt", map_location="cpu", weights_only=True))
 
     def release_memory(self) -> None:
         import ray

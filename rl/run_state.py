@@ -132,10 +132,11 @@ class RunState:
 
     def checkpoint(self, step: int) -> None:
         save_checkpoint(
-            self.run_dir, step, self.learner.model, self.learner.optimizer,
+            self.run_dir, step, self.learner.model, getattr(self.learner, "optimizer", None),
             {"mlflow_run_id": self.tracker.run_id, "rl_wall_s": self.rl_seconds()},
             keep=self.cfg.checkpoint.keep,
             average=self.average.state_dict() if self.average is not None else None,
+            write_train_state=getattr(self.learner, "save_train_state", None),  # learner ranks write their own shards
         )
 
 
@@ -173,7 +174,7 @@ def open_run(cfg: ExperimentConfig, run_dir: Path, *, resume: bool = False) -> I
         start_step, rl_wall_before = 0, 0.0
         ckpt = latest_checkpoint(run_dir) if resume else None
         if ckpt is not None:
-            restored = load_checkpoint(ckpt, learner.model, learner.optimizer)
+            restored = load_checkpoint(ckpt, learner)
             start_step, rl_wall_before = restored["step"], float(restored["extra"].get("rl_wall_s", 0.0))
             console.log(f"resumed from {ckpt} (step {start_step})")
         average = PolicyAverage(learner.served, cfg.train.eval_ema) if cfg.train.eval_ema is not None else None
@@ -191,6 +192,8 @@ def open_run(cfg: ExperimentConfig, run_dir: Path, *, resume: bool = False) -> I
         if start_step == 0:
             tracker.log_artifact(run_dir / "config.yaml")
         tracker.set_tag("swarmrl.worker_nodes", ",".join(worker_nodes(workers)))
+        if hasattr(learner, "nodes"):  # learner ranks: where each one runs
+            tracker.set_tag("swarmrl.learner_nodes", ",".join(learner.nodes()))
         push_weights(workers, learner.served.state_dict(), version=start_step)
         rollout = choose_rollout(cfg, env, workers, learner.served, policy_cfg.path, processor)
         r = cfg.rollout
@@ -216,7 +219,8 @@ def open_run(cfg: ExperimentConfig, run_dir: Path, *, resume: bool = False) -> I
             pipeline=pipeline,
             eval_tasks=env.eval_tasks(cfg.env.eval_size),
             eval_params=SamplingParams(max_new_tokens=r.max_new_tokens, temperature=eval_temperature, top_p=r.top_p),
-            weight_sync=choose_weight_sync(cfg.rollout, cfg.cluster.learner_gpus),
+            # learner ranks: rank 0 gathers the weights, which reach the workers through the object store
+            weight_sync=choose_weight_sync(cfg.rollout, cfg.cluster.learner_gpus) if cfg.cluster.learner_ranks == 1 else "object_store",
             start_step=start_step,
             rl_t0=0.0,
         )
