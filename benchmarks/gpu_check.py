@@ -34,6 +34,18 @@ What it measures, one table row each (markdown, printed at the end; `--json FILE
       engine's own copy of the policy. The step's split: rollout, verify + score, learner,
       weight load. The policy is random, so rewards are mostly 0: dynamic sampling is off so that
       every step trains (the timings are the point, not the rewards).
+  e1-e2  the sharded learner without Ray, at world size 1: one process group of one rank
+      (`cpu:gloo,cuda:nccl`, as rl/learner_group.py starts its ranks; `gloo` in --dry-run), a device mesh of
+      one, and b1's learner and batch with `ranks=ProcessGroupRanks(mesh)`: the policy wrapped by
+      FSDP2 (`fully_shard` per decoder layer and the root, bf16 parameters, fp32 gradient
+      reduction), Muon's sharded step, QK-Clip's maxima reduced over ranks. e1: its update time
+      (tok/s against b1's), peak GPU memory, that every parameter is a DTensor and that Muon
+      orthogonalised its matrices on the sharded path; the learner takes the model's own forward
+      (no chunked log-probs, no shared-prefix pass) for any ProcessGroupRanks. e2: `save_train_state` (DCP) to a temporary folder, `load_train_state`
+      into a fresh sharded learner of other weights, and every parameter and optimizer tensor
+      compared with what was saved: save and load seconds, the checkpoint's size on disk.
+      Part e runs after b, before c and d (the sharded path is the newest code: if the time cap
+      skips anything, it should be an older part); the table lists it after d.
 
 MFU (model FLOPs utilisation) counts the model's work, not what the implementation adds to it:
 
@@ -58,7 +70,7 @@ test files that need it as not runnable.
 
 Each measurement runs in its own try/except: a failure is a row with its error, and the rest
 still runs. `--minutes` caps the whole run: a measurement that would start after the cap is a
-`skipped` row. `--parts` runs some of a, b, c, d (e.g. `--parts bd` for a rerun).
+`skipped` row. `--parts` runs some of a, b, c, d, e (e.g. `--parts be` for a rerun).
 """
 
 from __future__ import annotations
@@ -75,6 +87,7 @@ import os
 import platform
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -833,6 +846,206 @@ def part_d(report: Report, budget: Budget, scale: Scale, device: str) -> None:
 
 
 # ------------------------------------------------------------------------------------------
+# e. the sharded learner (FSDP2) at world size 1
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def sharded_backends(device: str) -> list[str]:
+    """The process group backends part e tries, in turn: the learner ranks' own
+    (`rl.distributed.ranks.process_group_backend`: `cpu:gloo,cuda:nccl` on CUDA, since the ranks
+    agree on small CPU tensors that NCCL alone cannot carry)."""
+    from rl.distributed.ranks import process_group_backend
+
+    return [process_group_backend(device)]
+
+
+def try_backends(backends: list[str], run: Callable[[str], Any], cleanup: Callable[[], None]) -> tuple[str, Any, list[str]]:
+    """`run(backend)` for each backend in turn until one returns: (that backend, what it returned,
+    the failures before it). `cleanup()` after each failure; all failed: RuntimeError naming each."""
+    failures: list[str] = []
+    for backend in backends:
+        try:
+            return backend, run(backend), failures
+        except Exception as e:
+            traceback.print_exc()
+            failures.append(f"{backend}: {_error_text(e)}")
+            cleanup()
+    raise RuntimeError("every backend failed: " + " | ".join(failures))
+
+
+def _full(t):
+    full = getattr(t, "full_tensor", None)
+    return full() if full is not None else t
+
+
+def train_state_tensors(learner) -> dict[str, Any]:
+    """The learner's parameters and optimizer state tensors by name (the tensors, not copies;
+    DTensors under FSDP2)."""
+    import torch
+
+    params = dict(learner.model.named_parameters())
+    out: dict[str, Any] = {f"model.{n}": p.detach() for n, p in params.items()}
+    for part, opt in learner.optimizer.optimizers.items():
+        for n in learner.optimizer.params_of(part):
+            for k, v in opt.state.get(params[n], {}).items():
+                if torch.is_tensor(v):
+                    out[f"optim.{part}.{n}.{k}"] = v
+    return out
+
+
+def equal_tensors(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> tuple[int, int, list[str]]:
+    """(how many of `a`'s tensors under `prefix` equal `b`'s, how many there are, the first names that do not)."""
+    import torch
+
+    names = [n for n in a if n.startswith(prefix)]
+    same, differ = 0, []
+    for n in names:
+        x = _full(a[n])  # a copy at world size 1 too: one tensor at a time
+        if n in b and torch.equal(x, _full(b[n]).to(x.device)):
+            same += 1
+        else:
+            differ.append(n)
+    return same, len(names), differ[:3]
+
+
+def part_e(report: Report, budget: Budget, scale: Scale, device: str) -> None:
+    """The learner's FSDP2 path in one process: the sharded code (fully_shard per decoder layer +
+    root, bf16 mixed precision, Muon's sharded step, QK-Clip's reduced maxima, the DCP checkpoint)
+    without Ray, at world size 1."""
+    import torch
+    import torch.distributed as dist
+
+    tokens = scale.learner_runs[0][0]  # b1's batch: its tok/s is the unsharded figure to compare with
+    state: dict[str, Any] = {}
+
+    def teardown() -> None:
+        state.clear()
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+        _free_memory()
+
+    def sharded_learner(seed: int):
+        from policies.tokenizer import load_tokenizer
+        from rl.distributed.ranks import ProcessGroupRanks
+        from rl.learner import Learner
+
+        # chunked_logprobs stays on in the config: the learner itself takes the model's own forward
+        # for any ProcessGroupRanks (`ranks.sharded` is true at world size 1 too), since the chunked
+        # path reads the head's weight outside the model's forward, where FSDP holds it sharded
+        cfg = experiment(scale, device)
+        model = build_model(scale, load_tokenizer(None), device, seed=seed)
+        return cfg, Learner.from_config(model, cfg, ranks=ProcessGroupRanks(state["mesh"]))
+
+    def update_on(backend: str) -> Row:
+        from datetime import timedelta
+
+        from torch.distributed.device_mesh import init_device_mesh
+        from torch.distributed.tensor import DTensor
+
+        if device == "cuda":
+            torch.cuda.set_device(0)
+        # a collective that waits for a rank that is not there should fail, not hang the loan
+        dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{_free_port()}", rank=0, world_size=1, timeout=timedelta(seconds=120))
+        state["mesh"] = init_device_mesh(device, (1,))
+        cfg, learner = sharded_learner(seed=0)
+        state["learner"] = learner
+        batch = learner_batch(scale, tokens, seed=tokens)
+        warm_s, _ = _timed(lambda: learner.update(batch), device)
+        _reset_peak(device)
+        times, metrics = [], {}
+        for _ in range(scale.timed_updates):
+            dt, metrics = _timed(lambda: learner.update(batch), device)
+            times.append(dt)
+        peak = _peak_gib(device)
+        step_s = statistics.median(times)
+        n_tokens = int(batch.attention_mask.sum())
+        params = list(learner.model.parameters())
+        dtensors = sum(isinstance(p, DTensor) for p in params)
+        owned = learner.optimizer.optimizers["muon"].last_owned
+        b1 = next((r for r in report.rows if r.id == "b1" and r.status == "ok"), None)
+        problems = []
+        if dtensors != len(params):
+            problems.append(f"{len(params) - dtensors} parameters are not DTensors")
+        if owned.matrices == 0:
+            problems.append("Muon's last step orthogonalised no matrix on the sharded path")
+        if metrics.get("learner/skipped_steps"):
+            problems.append("a step was skipped (non-finite loss or gradient)")
+        return Row("", "", "fail" if problems else "ok", seconds=step_s, figures={
+            "backend": backend,
+            "tokens": n_tokens,
+            "rows": len(batch),
+            "tok/s": n_tokens / step_s,
+            "tok/s vs b1": n_tokens / step_s / b1.figures["tok/s"] if b1 and b1.figures.get("tokens") == n_tokens else None,
+            "peak GiB": peak,
+            "first update s": warm_s,
+            "updates": 1 + scale.timed_updates,
+            "skipped steps": metrics.get("learner/skipped_steps"),
+            "qk max logit": metrics.get("learner/qk_max_logit"),
+            "DTensor params": f"{dtensors}/{len(params)}",
+            "muon sharded matrices": owned.matrices,
+            "muon sharded numel M": owned.numel / 1e6,
+            "chunked logprobs": bool(cfg.algorithm.chunked_logprobs and not learner.ranks.sharded),
+            "shared prefix": learner.shared_prefix,
+        }, note="; ".join(problems))
+
+    def sharded_update() -> Row:
+        backend, row, failures = try_backends(sharded_backends(device), update_on, teardown)
+        if failures:
+            row.status = "fail"
+            row.note = "; ".join(p for p in (f"{' | '.join(failures)}; figures with {backend}", row.note) if p)
+        return row
+
+    def checkpoint_round_trip() -> Row:
+        from rl.distributed.checkpoint import load_train_state, save_train_state
+
+        if "learner" not in state:
+            return Row("", "", "skipped", note="no sharded learner: e1 did not build one")
+        learner = state["learner"]
+        folder = Path(tempfile.mkdtemp(prefix="gpu_check_ckpt_"))
+        try:
+            save_s, _ = _timed(lambda: save_train_state(folder / "step_1", learner.model, learner.optimizer), device)
+            files = [f for f in (folder / "step_1").rglob("*") if f.is_file()]
+            size = sum(f.stat().st_size for f in files)
+            _, fresh = sharded_learner(seed=1)  # other weights, no optimizer state yet
+            saved = train_state_tensors(learner)
+            differed = len(equal_tensors(saved, train_state_tensors(fresh), "model.")[2])  # > 0, or the check below proves nothing
+            load_s, _ = _timed(lambda: load_train_state(folder / "step_1", fresh.model, fresh.optimizer), device)
+            loaded = train_state_tensors(fresh)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+        p_same, p_all, p_diff = equal_tensors(saved, loaded, "model.")
+        o_same, o_all, o_diff = equal_tensors(saved, loaded, "optim.")
+        extra = sorted(set(loaded) - set(saved))[:3]
+        problems = []
+        if not differed:
+            problems.append("the fresh learner's weights already equalled the saved ones")
+        if p_same != p_all or o_same != o_all or extra:
+            problems.append(f"not as saved: {p_diff + o_diff + extra}")
+        if o_all == 0:
+            problems.append("no optimizer state was saved")
+        return Row("", "", "fail" if problems else "ok", seconds=save_s + load_s, figures={
+            "save s": save_s,
+            "load s": load_s,
+            "checkpoint GiB": size / 2**30,
+            "files": len(files),
+            "params equal": f"{p_same}/{p_all}",
+            "optimizer tensors equal": f"{o_same}/{o_all}",
+        }, note="; ".join(problems))
+
+    try:
+        name = f"sharded learner (FSDP2, world size 1) update bf16, {_k(tokens)} tokens, muonclip"
+        measure(report, budget, "e1", name, sharded_update, need_s=30)
+        measure(report, budget, "e2", "sharded checkpoint: save, load into a fresh sharded learner, compare", checkpoint_round_trip, need_s=20)
+    finally:
+        teardown()
+
+
+# ------------------------------------------------------------------------------------------
 # formatting
 
 
@@ -911,7 +1124,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dry-run", action="store_true", help="every code path on the CPU with a tiny model (seconds, not minutes)")
     ap.add_argument("--minutes", type=float, default=8.0, help="cap on the whole run; measurements that would start later are skipped")
     ap.add_argument("--json", type=Path, default=None, help="also write the rows and figures here (rewritten after each row)")
-    ap.add_argument("--parts", default="abcd", help="which parts run: any of a, b, c, d")
+    ap.add_argument("--parts", default="abcde", help="which parts run: any of a, b, c, d, e")
     ap.add_argument("--peak-tflops", type=float, default=989.0, help="the GPU's dense bf16 peak, for MFU (H200 SXM: 989)")
     args = ap.parse_args(argv)
 
@@ -947,6 +1160,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(log_path.read_text(errors="replace")[-4000:], file=sys.stderr)
         if "b" in args.parts:
             part_b(report, budget, scale, device, args.peak_tflops)
+        if "e" in args.parts:  # before c and d: the newest code, the most in need of the GPU (module docstring)
+            part_e(report, budget, scale, device)
         if "c" in args.parts:
             part_c(report, budget, scale, device)
         if "d" in args.parts:
