@@ -1,7 +1,9 @@
 """Cluster launch: the fit check (pure), and a real multi-node Ray cluster simulated on this machine
 (`ray.cluster_utils.Cluster`: a head and two worker nodes, separate raylets): a short training run
 joins it through `cluster.address`, its rollout workers land on different nodes (the head's CPU is
-reserved for the learner), and it finishes; a request the cluster cannot hold fails at once."""
+reserved for the learner), and it finishes; a request the cluster cannot hold fails at once. The
+custom Ray resources per role (`rollout.worker_resources`, `cluster.learner_resources`) are checked
+here as bundles and fit errors; tests/test_ray_job.py uses them on a real `ray start` cluster."""
 
 from __future__ import annotations
 
@@ -38,6 +40,71 @@ def test_fit_check_accepts_what_fits():
 def test_fit_check_names_the_keys_to_change(driver, workers, nodes, placement, keys):
     with pytest.raises(ConfigError, match=keys.replace(".", r"\.")):
         check_fit(driver, workers, nodes, placement)
+
+
+REPO = Path(__file__).resolve().parents[1]
+TWO_NODES = REPO / "experiments" / "cluster_two_nodes.yaml"  # what tests/test_ray_job.py submits
+
+
+def test_custom_resources_join_the_bundles_of_their_role():
+    from rl.config import load_config
+    from rl.placement import driver_bundle, rank_bundles, worker_bundles
+
+    cfg = load_config(TWO_NODES)
+    assert driver_bundle(cfg) == {"CPU": 1.0, HEAD: 0.001, "learner_node": 1.0}
+    assert rank_bundles(cfg) == []
+    assert worker_bundles(cfg) == [{"CPU": 1.0, "rollout_node": 1.0}] * 2
+    cfg = load_config(TWO_NODES, ["cluster.learner_ranks=2", "rollout.worker_resources={rollout_node: 0.5, fast_net: 1}"])
+    assert rank_bundles(cfg) == [{"CPU": 1.0, "learner_node": 1.0}]  # each rank asks for it, not only rank 0
+    assert worker_bundles(cfg) == [{"CPU": 1.0, "rollout_node": 0.5, "fast_net": 1.0}] * 2
+    assert worker_bundles(load_config(TWO_NODES, ["rollout.worker_resources={}"])) == [{"CPU": 1.0}] * 2  # default: none
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["cluster.placement=none"], "rollout.worker_resources is reserved through the run's placement group"),
+        (["cluster.learner_cpus=0"], "cluster.learner_resources joins the learner's bundle"),
+        (["rollout.worker_resources={CPU: 1}"], "rollout.worker_resources: CPU is not a custom resource"),
+        (["cluster.learner_resources={learner_node: 0}"], "cluster.learner_resources: amounts must be positive"),
+    ],
+)
+def test_custom_resources_are_refused_where_they_cannot_apply(overrides, message):
+    from rl.config import load_config
+
+    with pytest.raises(ConfigError, match=message):
+        load_config(TWO_NODES, overrides)
+
+
+LEARNER_NODE = {"CPU": 2.0, HEAD: 1.0, "learner_node": 2.0}
+ROLLOUT_NODE = {"CPU": 2.0, "rollout_node": 2.0}
+WORKER = {"CPU": 1.0, "rollout_node": 1.0}
+DRIVER = {"CPU": 1.0, HEAD: 0.001, "learner_node": 1.0}
+
+
+def test_fit_check_with_custom_resources():
+    check_fit(DRIVER, [WORKER] * 2, [LEARNER_NODE, ROLLOUT_NODE], "spread", [{"CPU": 1.0, "learner_node": 1.0}])
+    # two learner ranks, one learner_node on the cluster: the learner keys, naming the resource
+    with pytest.raises(ConfigError, match=r"cluster\.learner_resources, cluster\.learner_ranks: the run needs learner_node=2, the cluster has 1"):
+        check_fit(DRIVER, [WORKER] * 2, [{**LEARNER_NODE, "learner_node": 1.0}, ROLLOUT_NODE], "spread", [{"CPU": 1.0, "learner_node": 1.0}])
+
+
+@pytest.mark.parametrize(
+    "driver, workers, nodes, message",
+    [
+        # a resource no node has: the key of the role that asks for it
+        (None, [{"CPU": 1.0, "gpu_node": 1.0}], [LEARNER_NODE, ROLLOUT_NODE], r"rollout\.worker_resources: no node has the resource 'gpu_node'"),
+        ({**DRIVER, "learner_node": 1.0, "big_mem": 1.0}, [WORKER], [LEARNER_NODE, ROLLOUT_NODE], r"cluster\.learner_resources: no node has the resource 'big_mem'"),
+        # the learner's resource on a node that is not the head: its bundle cannot go there
+        (DRIVER, [WORKER], [{"CPU": 2.0, HEAD: 1.0}, {"CPU": 2.0, "learner_node": 1.0, "rollout_node": 1.0}], r"cluster\.learner_cpus, cluster\.learner_gpus, cluster\.learner_resources: the head node cannot hold"),
+        # more workers than the nodes' rollout_node: the worker keys, naming the resource
+        (DRIVER, [WORKER] * 3, [LEARNER_NODE, {"CPU": 4.0, "rollout_node": 2.0}], r"rollout\.worker_resources, rollout\.num_workers: the run needs rollout_node=3, the cluster has 2"),
+        (None, [{"CPU": 1.0, "rollout_node": 3.0}], [LEARNER_NODE, ROLLOUT_NODE], r"rollout\.num_workers, rollout\.cpus_per_worker, rollout\.gpus_per_worker, rollout\.worker_resources: no node can hold one rollout worker"),
+    ],
+)
+def test_fit_check_names_the_custom_resource_keys(driver, workers, nodes, message):
+    with pytest.raises(ConfigError, match=message):
+        check_fit(driver, workers, nodes, "spread")
 
 
 TINY = """
