@@ -236,3 +236,11 @@ def test_a_killed_rank_fails_the_run_and_resume_loses_no_step(tmp_path, ray_sess
     assert (run_dir / "checkpoints" / "step_000004" / "train_state").is_dir()
     nodes = client.get_run(run_id).data.tags["swarmrl.learner_nodes"].split(",")
     assert len(nodes) == 2
+
+    # the export reads the whole weights rank 0 gathered into the checkpoint
+    from safetensors.torch import load_file
+
+    assert main(["export", str(run_dir), str(tmp_path / "hf")]) == 0
+    exported = load_file(tmp_path / "hf" / "model.safetensors")
+    trained = torch.load(run_dir / "checkpoints" / "step_000004" / "model.pt", weights_only=True)
+    assert exported and all(torch.equal(exported[k], trained[k]) for k in exported)
