@@ -22,7 +22,7 @@ import time
 import torch
 
 from kernels.newton_schulz import orthogonalize
-from rl.optim.sharded_muon import OwnedWork, check_row_sharded, sharded_orthogonalize
+from rl.optim.sharded_muon import OwnedWork, check_row_sharded, ns_rounds, sharded_orthogonalize
 from torch.distributed.tensor import DTensor
 from torch.optim._muon import _adjust_lr
 
@@ -86,19 +86,23 @@ class BatchedMuon(torch.optim.Muon):
         orthogonalisation shared out over the ranks (`sharded_orthogonalize`, collective)."""
         check_row_sharded(grads)  # the parameters are checked by sharded_orthogonalize
         check_row_sharded(bufs)  # zeros_like(grad) makes it so; a plain buffer loaded from elsewhere would not be
-        momentum = group["momentum"]
-        updates = []  # this rank's rows, each [rows_i, n_i]
-        for grad, buf in zip(grads, bufs):
-            g, b = grad.to_local(), buf.to_local()
-            b.lerp_(g, 1 - momentum)
-            updates.append(g.lerp(b, momentum) if group["nesterov"] else b)
+        momentum, lr = group["momentum"], float(group["lr"])
         dtype = resolve_ns_dtype(self.ns_dtype, params[0].device)
-        t0 = time.thread_time()
-        ortho, work = sharded_orthogonalize(params, updates, group["ns_coefficients"], group["ns_steps"], group["eps"], dtype)
-        self.last_ns_seconds += time.thread_time() - t0
-        self.last_owned += work
-        lr = float(group["lr"])
-        for p, o in zip(params, ortho):
-            local = p.to_local()  # a view of this rank's rows: in-place ops update the parameter
-            local.mul_(1 - lr * group["weight_decay"])
-            local.add_(o.to(p.dtype), alpha=-_adjust_lr(lr, group["adjust_lr_fn"], p.shape))  # global shape
+        # a few matrices at a time: the gathered blocks, the results and their padded copies exist
+        # for one round only, so the step's extra memory is a few matrices, not the whole model's
+        for bucket in ns_rounds([tuple(p.shape) for p in params], params[0].device_mesh.size(0)):
+            updates = []  # this rank's rows, each [rows_i, n_i]
+            for i in bucket:
+                g, b = grads[i].to_local(), bufs[i].to_local()
+                b.lerp_(g, 1 - momentum)
+                updates.append(g.lerp(b, momentum) if group["nesterov"] else b)
+            t0 = time.thread_time()
+            ortho, work = sharded_orthogonalize([params[i] for i in bucket], updates, group["ns_coefficients"], group["ns_steps"], group["eps"], dtype)
+            self.last_ns_seconds += time.thread_time() - t0
+            self.last_owned += work
+            del updates
+            for i, o in zip(bucket, ortho):
+                p = params[i]
+                local = p.to_local()  # a view of this rank's rows: in-place ops update the parameter
+                local.mul_(1 - lr * group["weight_decay"])
+                local.add_(o.to(p.dtype), alpha=-_adjust_lr(lr, group["adjust_lr_fn"], p.shape))  # global shape

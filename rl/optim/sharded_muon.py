@@ -14,6 +14,10 @@ rows). Each step, for the matrices of one parameter group:
                  batched call (`kernels.newton_schulz.orthogonalize`);
     4. scatter:  a second all-to-all sends every rank its own rows of each result.
 
+`BatchedMuon` runs these four in rounds of N same-shape matrices (`ns_rounds`): the buffers of a
+round hold a few matrices, so the step's extra memory does not grow with the model (all matrices
+at once held about eight copies of a rank's share of them: more than sharding saved).
+
 This is the layout of Moonlight's distributed Muon (gather the full update, orthogonalise,
 keep the local rows) with nanochat's DistMuon's split of the matrices over ranks. Momentum,
 weight decay and the update itself stay on the shard (`rl.optim.muon.BatchedMuon`).
@@ -82,6 +86,16 @@ def assign_owners(numels: Sequence[int], world: int) -> list[int]:
     return owners
 
 
+def ns_rounds(shapes: Sequence[tuple[int, int]], world: int) -> list[list[int]]:
+    """The matrices of one step in rounds of `sharded_orthogonalize`: same-shape matrices (first
+    appearance order), `world` of them per round, so each round gives every rank one matrix to
+    orthogonalise and its buffers hold a few matrices, not the model."""
+    by_shape: dict[tuple[int, int], list[int]] = {}
+    for i, shape in enumerate(shapes):
+        by_shape.setdefault(tuple(shape), []).append(i)
+    return [same[k : k + world] for same in by_shape.values() for k in range(0, len(same), world)]
+
+
 def sharded_orthogonalize(
     params: Sequence[DTensor],  # each [R_i, n_i] globally, Shard(0)
     updates: Sequence[torch.Tensor],  # each this rank's rows of the update, [rows_i, n_i]
@@ -118,6 +132,7 @@ def sharded_orthogonalize(
         offset += block[i]
     recv = torch.empty(owned * world, dtype=dtype, device=device)  # [from rank 0 | from rank 1 | ...]
     dist.all_to_all_single(recv, send, [owned] * world, to_owner, group=group)
+    del send
 
     full = []  # the matrices this rank owns, whole: each [R_i, n_i]
     slabs = recv.view(world, owned)  # [N, owned]
@@ -127,7 +142,9 @@ def sharded_orthogonalize(
         stacked = slabs[:, offset : offset + block[i]].reshape(world * chunks[i], cols)  # [N·c, n]
         full.append(stacked[:rows])
         offset += block[i]
+    del recv, slabs  # with N > 1 each matrix in `full` is a copy (a strided slab reshaped): the buffer can go
     ortho = orthogonalize(full, ns_coefficients, ns_steps, eps, dtype=dtype) if full else []
+    del full
 
     # scatter back: the same slabs in reverse, each rank's padded rows of every owned result
     slabs_back = [torch.zeros(world, 0, dtype=dtype, device=device)]
