@@ -546,6 +546,18 @@ def _timed(fn: Callable[[], Any], device) -> tuple[float, Any]:
     return time.perf_counter() - t0, out
 
 
+def _timed_updates(learner: Any, batch: Any, device, repeats: int) -> tuple[float, float, dict[str, float], float | None]:
+    """One warm-up update (Triton compiles, cuBLAS picks its kernels), then `repeats` timed ones:
+    (warm-up s, median s, the last update's metrics, peak GiB over the timed ones)."""
+    warm_s, _ = _timed(lambda: learner.update(batch), device)
+    _reset_peak(device)
+    times, metrics = [], {}
+    for _ in range(repeats):
+        dt, metrics = _timed(lambda: learner.update(batch), device)
+        times.append(dt)
+    return warm_s, statistics.median(times), metrics, _peak_gib(device)
+
+
 def _reset_peak(device) -> int:
     """Resets the peak counter; returns the bytes allocated now (the baseline of 'extra')."""
     import torch
@@ -606,14 +618,7 @@ def measure_learner(scale: Scale, device: str, tokens: int, checkpointing: bool,
     learner = Learner.from_config(model, cfg)
     batch = learner_batch(scale, tokens, seed=tokens)
     n_matmul = matmul_params(learner.model)
-    warm_s, _ = _timed(lambda: learner.update(batch), device)  # Triton compiles, cuBLAS picks its kernels
-    _reset_peak(device)
-    times, metrics = [], {}
-    for _ in range(scale.timed_updates):
-        dt, metrics = _timed(lambda: learner.update(batch), device)
-        times.append(dt)
-    peak = _peak_gib(device)
-    step_s = statistics.median(times)
+    warm_s, step_s, metrics, peak = _timed_updates(learner, batch, device, scale.timed_updates)
     n_tokens = int(batch.attention_mask.sum())
     flops = update_flops(scale, n_matmul, batch.attention_mask.sum(dim=1).tolist())
     figures: dict[str, Any] = {
@@ -955,14 +960,7 @@ def part_e(report: Report, budget: Budget, scale: Scale, device: str) -> None:
         cfg, learner = sharded_learner(seed=0)
         state["learner"] = learner
         batch = learner_batch(scale, tokens, seed=tokens)
-        warm_s, _ = _timed(lambda: learner.update(batch), device)
-        _reset_peak(device)
-        times, metrics = [], {}
-        for _ in range(scale.timed_updates):
-            dt, metrics = _timed(lambda: learner.update(batch), device)
-            times.append(dt)
-        peak = _peak_gib(device)
-        step_s = statistics.median(times)
+        warm_s, step_s, metrics, peak = _timed_updates(learner, batch, device, scale.timed_updates)
         n_tokens = int(batch.attention_mask.sum())
         params = list(learner.model.parameters())
         dtensors = sum(isinstance(p, DTensor) for p in params)

@@ -50,7 +50,8 @@ def _rss_mib() -> float:
         return int(f.read().split()[1]) * resource.getpagesize() / 2**20
 
 
-def _long_batch(tokenizer, rows: int, prompt: int, max_len: int, seed: int):
+def grouped_batch(tokenizer, rows: int, prompt: int, max_len: int, seed: int, group: int = 8):
+    """`rows` rows in groups of `group` sharing a `prompt`-token prompt, completions of 1..max_len-prompt tokens."""
     import torch
 
     from rl.batch import build_batch
@@ -64,11 +65,11 @@ def _long_batch(tokenizer, rows: int, prompt: int, max_len: int, seed: int):
 
     episodes = []
     for r in range(rows):
-        if r % 8 == 0:
+        if r % group == 0:
             shared = tokens(prompt)
         c = int(torch.randint(1, max_len - prompt + 1, (), generator=g))
         turn = Turn("assistant", "", tokens(c), (-torch.rand(c, generator=g) * 3).tolist(), True)
-        episodes.append(Episode(task_id=str(r // 8), env="math", prompt="", prompt_ids=shared, turns=[turn], group=r // 8))
+        episodes.append(Episode(task_id=str(r // group), env="math", prompt="", prompt_ids=shared, turns=[turn], group=r // group))
     return build_batch(episodes, torch.randn(rows, generator=g).tolist(), tokenizer.pad_token_id)
 
 
@@ -93,7 +94,7 @@ def run_variant(args: argparse.Namespace) -> dict[str, float]:
     ]
     cfg = load_config(ROOT / "experiments/quickstart.yaml", overrides)
     model, tok = build_policy(cfg.policy, seed=0)
-    batch = _long_batch(tok, args.rows, args.prompt, args.max_len, seed=1)
+    batch = grouped_batch(tok, args.rows, args.prompt, args.max_len, seed=1)
     start = copy.deepcopy(model.state_dict())
     learner = Learner.from_config(model, cfg)
     optimizer_start = copy.deepcopy(learner.optimizer.state_dict())

@@ -146,26 +146,10 @@ def _watch_muon_step(actor: Any) -> None:
 
 
 def _batch(tokenizer, rows: int, prompt: int, max_len: int, seed: int):
-    """`rows` rows in groups of 4 sharing a `prompt`-token prompt, completions of 1..max_len-prompt tokens."""
-    import torch
+    """`rows` rows in groups of 4 sharing a `prompt`-token prompt (`benchmarks/learner_memory.py`'s batch)."""
+    from benchmarks.learner_memory import grouped_batch
 
-    from rl.batch import build_batch
-    from rollout.episode import Episode, Turn
-
-    g = torch.Generator().manual_seed(seed)
-    vocab = [i for i in range(len(tokenizer)) if i not in (tokenizer.pad_token_id, tokenizer.eos_token_id)]
-
-    def tokens(k: int) -> list[int]:
-        return [vocab[int(j)] for j in torch.randint(0, len(vocab), (k,), generator=g)]
-
-    episodes = []
-    for r in range(rows):
-        if r % 4 == 0:
-            shared = tokens(prompt)
-        c = int(torch.randint(1, max_len - prompt + 1, (), generator=g))
-        turn = Turn("assistant", "", tokens(c), (-torch.rand(c, generator=g) * 3).tolist(), True)
-        episodes.append(Episode(task_id=str(r // 4), env="math", prompt="", prompt_ids=shared, turns=[turn], group=r // 4))
-    return build_batch(episodes, torch.randn(rows, generator=g).tolist(), tokenizer.pad_token_id)
+    return grouped_batch(tokenizer, rows, prompt, max_len, seed, group=4)
 
 
 class Side:
