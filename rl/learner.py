@@ -248,6 +248,7 @@ class Learner:
                 steps += 1
         self.model.eval()
         out = {f"learner/{k}": v / max(steps, 1) for k, v in sums.items()}
+        mismatch.sums = self.ranks.pool_sums(mismatch.sums, maxima=frozenset({"max_abs_diff"}))  # each rank measured its own rows
         out.update(mismatch.metrics())
         out.update(
             {

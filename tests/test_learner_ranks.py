@@ -84,9 +84,9 @@ def test_two_ranks_update_checkpoint_and_resume_like_one_process(tmp_path, ray_s
         group_metrics = [group.update(b) for b in batches[:3]]
         _close(_flat_state(group.served.state_dict()), _flat_state(one.served.state_dict()), atol)
         for mine, theirs in zip(group_metrics, one_metrics):
-            for key in ("learner/loss", "learner/pg_loss", "learner/clip_frac", "learner/entropy", "learner/grad_norm"):
-                if key in theirs:
-                    assert mine[key] == pytest.approx(theirs[key], abs=1e-4), key
+            assert mine.keys() == theirs.keys()
+            for key in ("learner/loss", "learner/pg_loss", "learner/clip_frac", "learner/entropy", "learner/grad_norm", "learner/sampler_kl", "learner/sampler_logprob_max_abs_diff"):
+                assert mine[key] == pytest.approx(theirs[key], abs=1e-4), key
             assert mine["learner/qk_clipped_heads"] == theirs["learner/qk_clipped_heads"]
         if optimizer == "muonclip":
             assert sum(m["learner/qk_clipped_heads"] for m in one_metrics) > 0, "no head was clipped: the test proves nothing about QK-Clip"

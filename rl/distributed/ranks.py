@@ -6,6 +6,7 @@
     passes(n)              how many forward/backward passes every rank runs (the most any rank needs)
     all_finite(loss)       whether every rank's loss is finite (all skip the step together)
     pool(metrics)          the minibatch's metrics over every rank's micro-batches
+    pool_sums(sums)        a step's sums over every rank's rows (the sampler-mismatch meter)
     scalar(x)              a plain float of a tensor that may be a DTensor (the gradient norm)
     loss_scale             what each rank's loss is multiplied by before backward
 
@@ -55,6 +56,10 @@ class LearnerRanks:
 
     def scalar(self, value: torch.Tensor) -> float:
         return float(value)
+
+    def pool_sums(self, sums: dict[str, float], maxima: frozenset[str] = frozenset()) -> dict[str, float]:
+        """Sums over every rank's rows (the keys in `maxima`: their maximum)."""
+        return sums
 
     def full_state_dict(self, model: torch.nn.Module) -> dict[str, torch.Tensor] | None:
         return {k: v.detach().cpu() for k, v in model.state_dict().items()}
@@ -106,6 +111,11 @@ class ProcessGroupRanks(LearnerRanks):
             for k, v in placeholders.items():
                 pooled.placeholders.setdefault(k, v)
         return pooled.result()
+
+    def pool_sums(self, sums: dict[str, float], maxima: frozenset[str] = frozenset()) -> dict[str, float]:
+        parts: list[Any] = [None] * self.world
+        self.dist.all_gather_object(parts, sums)
+        return {k: (max if k in maxima else sum)(p[k] for p in parts) for k in sums}
 
     def scalar(self, value: torch.Tensor) -> float:
         full = getattr(value, "full_tensor", None)
