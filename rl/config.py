@@ -532,8 +532,6 @@ class ExperimentConfig(Section):
             raise ValueError(f"cluster.learner_ranks: {n} runs the learner as {n} Ray actors, and learner.actor: false keeps it in the driver: drop learner.actor or set cluster.learner_ranks: 1")
         if self.policy.lora is not None:
             raise ValueError(f"policy.lora trains adapters on one learner rank: set cluster.learner_ranks: 1 (cluster.learner_ranks: {n})")
-        if self.rollout.weight_sync in ("nccl", "ipc"):
-            raise ValueError(f"rollout.weight_sync: {self.rollout.weight_sync} sends one learner's weights; with cluster.learner_ranks: {n} rank 0 gathers them through the object store: set rollout.weight_sync: auto (or object_store)")
         if self.cluster.learner_gpus and self.cluster.learner_gpus < 1:
             raise ValueError(f"cluster.learner_ranks: {n} with cluster.learner_gpus: {self.cluster.learner_gpus:g}: NCCL needs a whole GPU per rank: set cluster.learner_gpus: 1")
         return self

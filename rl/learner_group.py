@@ -12,6 +12,8 @@ builds the same `rl.learner.Learner` with its model sharded by FSDP2 (`rl.distri
     update(batch)                   every rank trains on its share of the same batch; rank 0's metrics
     schedule_lr(step, progress)     on every rank
     served.state_dict()             the whole weights, gathered on rank 0 one tensor at a time
+    broadcast_weights(...)          `rollout.weight_sync: nccl`: rank 0 sends to the engines while
+                                    every rank takes part in each parameter's gather
     save_train_state(folder)        the sharded checkpoint, every rank writing its shards, and
                                     `model.pt` (the whole weights, for `swarmrl export` and `eval`)
     load_train_state(folder)        either checkpoint format, saved by any number of ranks
@@ -23,7 +25,6 @@ a process group that has moved on without it).
 
 from __future__ import annotations
 
-import socket
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ import torch
 
 from rl.batch import TrainBatch
 from rl.config import ExperimentConfig
+from rl.learner_host import free_rendezvous, open_nccl_sync, push_and_version
 
 
 class LearnerRank:
@@ -46,15 +48,11 @@ class LearnerRank:
         torch.manual_seed(cfg.run.seed)
         self.cfg, self.rank, self.world = cfg, rank, world
         self.learner = None
+        self.nccl = None  # `broadcast_weights`' sync, opened on first use
 
     def rendezvous(self) -> tuple[str, int]:
         """This node's address and a free port on it (asked of rank 0)."""
-        import ray
-
-        with socket.socket() as sock:
-            sock.bind(("", 0))
-            port = sock.getsockname()[1]
-        return ray.util.get_node_ip_address(), port
+        return free_rendezvous()
 
     def join(self, address: str, port: int, model: torch.nn.Module) -> str:
         """Join the process group and build this rank's learner; returns its device."""
@@ -78,6 +76,14 @@ class LearnerRank:
     def schedule_lr(self, step: int, progress: float) -> float:
         return self.learner.schedule_lr(step, progress)
 
+    def broadcast_weights(self, workers: list, version: int, ranks_per_worker: int, address: str, port: int) -> None:
+        """NCCL from rank 0's GPU to every engine (`rollout.weight_sync: nccl`): vLLM's source
+        gathers the sharded weights one parameter at a time, and every rank takes part in each
+        gather; only rank 0 sends. The communicator is opened on the first call."""
+        if self.nccl is None:
+            self.nccl = open_nccl_sync(self.learner.model, workers, ranks_per_worker, address, port, trainer_rank=self.rank)
+        push_and_version(self.nccl, workers, version, sender=self.rank == 0)
+
     def served_state(self) -> dict[str, torch.Tensor] | None:
         return self.learner.ranks.full_state_dict(self.learner.served)
 
@@ -91,6 +97,11 @@ class LearnerRank:
 
     def load_train_state(self, folder: str) -> None:
         self.learner.load_train_state(Path(folder))
+
+    def release_memory(self) -> None:
+        from rollout.colocate import release_learner_cache
+
+        release_learner_cache()
 
     def node_id(self) -> str:
         import ray
@@ -137,6 +148,7 @@ class LearnerGroup:
         self.device = self.call("join", address, port, initial)[0]
         self.served = _GatheredWeights(self)
         self.model = self.served
+        self.rendezvous_address: tuple[str, int] | None = None  # for the NCCL weight push
 
     def call(self, method: str, *args: Any) -> list[Any]:
         """`method(*args)` on every rank at once; their results in rank order. A rank that dies or
@@ -167,11 +179,22 @@ class LearnerGroup:
     def schedule_lr(self, step: int, progress: float) -> float:
         return self.call("schedule_lr", step, progress)[0]
 
+    def broadcast_weights(self, workers: list, version: int, ranks_per_worker: int) -> None:
+        import ray
+
+        if self.rendezvous_address is None:  # the engines meet rank 0's NCCL endpoint on its node
+            self.rendezvous_address = tuple(ray.get(self.actors[0].rendezvous.remote()))
+        self.call("broadcast_weights", list(workers), version, ranks_per_worker, *self.rendezvous_address)
+
     def save_train_state(self, folder: Path) -> None:
         self.call("save_train_state", str(folder))
 
     def load_train_state(self, folder: Path) -> None:
         self.call("load_train_state", str(folder))
+
+    def release_memory(self) -> None:
+        """Every rank's cached GPU memory back (before engines wake on the same GPUs)."""
+        self.call("release_memory")
 
     def nodes(self) -> list[str]:
         """The Ray node id of each rank, in rank order."""

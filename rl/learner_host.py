@@ -45,6 +45,31 @@ def start_learner(model: torch.nn.Module, cfg: ExperimentConfig, placement_group
     return RemoteLearner(model, cfg, placement_group)
 
 
+def free_rendezvous() -> tuple[str, int]:
+    """This node's address and a free port on it."""
+    import ray
+
+    with socket.socket() as sock:
+        sock.bind(("", 0))
+        port = sock.getsockname()[1]
+    return ray.util.get_node_ip_address(), port
+
+
+def open_nccl_sync(model: torch.nn.Module, workers: list, ranks_per_worker: int, address: str, port: int, trainer_rank: int = 0) -> Any:
+    from rollout.engines.vllm_nccl import NCCLWeightSync
+
+    return NCCLWeightSync(model, workers, master_address=address, master_port=port, ranks_per_worker=ranks_per_worker, trainer_rank=trainer_rank)
+
+
+def push_and_version(sync: Any, workers: list, version: int, sender: bool = True) -> None:
+    """One NCCL push; the sender then tells the workers which weights they hold."""
+    import ray
+
+    sync.push()
+    if sender:
+        ray.get([w.set_version.remote(version) for w in workers])
+
+
 def to_cpu(obj: Any) -> Any:
     """A (nested) state dict with every tensor moved to the CPU."""
     if isinstance(obj, torch.Tensor):
@@ -97,18 +122,9 @@ class LearnerProcess:
     def broadcast_weights(self, workers: list, version: int, ranks_per_worker: int) -> None:
         """NCCL from this actor's GPU to every rollout worker's engine (`rollout.weight_sync: nccl`);
         the communicator is opened on the first call."""
-        import ray
-
         if self.nccl is None:
-            from rollout.engines.vllm_nccl import NCCLWeightSync
-
-            with socket.socket() as sock:  # a free port on this node for the rendezvous
-                sock.bind(("", 0))
-                port = sock.getsockname()[1]
-            address = ray.util.get_node_ip_address()
-            self.nccl = NCCLWeightSync(self.learner.model, workers, master_address=address, master_port=port, ranks_per_worker=ranks_per_worker)
-        self.nccl.push()
-        ray.get([w.set_version.remote(version) for w in workers])
+            self.nccl = open_nccl_sync(self.learner.model, workers, ranks_per_worker, *free_rendezvous())
+        push_and_version(self.nccl, workers, version)
 
 
 class _RemoteState:

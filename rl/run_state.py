@@ -219,8 +219,7 @@ def open_run(cfg: ExperimentConfig, run_dir: Path, *, resume: bool = False) -> I
             pipeline=pipeline,
             eval_tasks=env.eval_tasks(cfg.env.eval_size),
             eval_params=SamplingParams(max_new_tokens=r.max_new_tokens, temperature=eval_temperature, top_p=r.top_p),
-            # learner ranks: rank 0 gathers the weights, which reach the workers through the object store
-            weight_sync=choose_weight_sync(cfg.rollout, cfg.cluster.learner_gpus) if cfg.cluster.learner_ranks == 1 else "object_store",
+            weight_sync=choose_weight_sync(cfg.rollout, cfg.cluster.learner_gpus),
             start_step=start_step,
             rl_t0=0.0,
         )

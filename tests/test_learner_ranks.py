@@ -5,6 +5,7 @@ resume at any number of ranks; a dead rank fails the step with its rank named.""
 from __future__ import annotations
 
 import copy
+import importlib.util
 import time
 
 import pytest
@@ -46,7 +47,7 @@ def test_rows_are_split_by_tokens_longest_first():
 
 
 def _flat_state(learner_state: dict) -> dict[str, torch.Tensor]:
-    return {k: v.float() for k, v in learner_state.items()}
+    return {k: v.detach().float() for k, v in learner_state.items()}
 
 
 def _driver_updates(cfg, model, batches):
@@ -90,6 +91,19 @@ def test_two_ranks_update_checkpoint_and_resume_like_one_process(tmp_path, ray_s
             assert mine["learner/qk_clipped_heads"] == theirs["learner/qk_clipped_heads"]
         if optimizer == "muonclip":
             assert sum(m["learner/qk_clipped_heads"] for m in one_metrics) > 0, "no head was clipped: the test proves nothing about QK-Clip"
+            if importlib.util.find_spec("vllm") is not None:
+                # the NCCL push's source: vLLM iterates the sharded model on every rank (each
+                # parameter a gather of the ranks' process group); rank 0 ends with the whole weights
+                import ray
+
+                def _stream_like_the_nccl_push(rank_actor) -> dict[str, torch.Tensor]:
+                    """(in the actor; a local function travels by value) as `NCCLWeightSync` streams the weights"""
+                    from vllm.distributed.weight_transfer.base import ModuleSource
+
+                    return {name: tensor.detach().clone() for name, tensor in ModuleSource(rank_actor.learner.model)}
+
+                streamed = ray.get([a.__ray_call__.remote(_stream_like_the_nccl_push) for a in group.actors])
+                _close(streamed[0], _flat_state(dict(one.model.named_parameters())), atol)
 
         # sharded checkpoint after 3 updates; the 4th update from it equals the straight run's
         ckpt = tmp_path / "ckpt"

@@ -69,16 +69,23 @@ class RolloutWeightClient:
 
 
 class NCCLWeightSync:
-    """Learner side: `push(model)` broadcasts the current weights to every worker (CUDA only)."""
+    """Learner side: `push(model)` broadcasts the current weights to every worker (CUDA only).
 
-    def __init__(self, model: torch.nn.Module, workers: list, *, master_address: str, master_port: int, ranks_per_worker: int = 1):
+    With N learner ranks (FSDP2) every rank holds one, with its `trainer_rank`: rank 0 sends, and
+    the others only take part in the gather of each parameter (`full_tensor()`, a collective of
+    the learners' own process group) as vLLM's `ModuleSource` iterates the sharded model; they
+    join no NCCL group with the engines."""
+
+    def __init__(
+        self, model: torch.nn.Module, workers: list, *, master_address: str, master_port: int, ranks_per_worker: int = 1, trainer_rank: int = 0
+    ):
         if not torch.cuda.is_available():
             raise RuntimeError("NCCL weight sync needs CUDA; on CPU the weights go through the object store (rollout.worker.push_weights)")
         from vllm.distributed.weight_transfer.base import ModuleSource
         from vllm.distributed.weight_transfer.nccl_engine import NCCLTrainerInitInfo, NCCLTrainerWeightTransferEngine
 
         info = NCCLTrainerInitInfo(
-            master_address=master_address, master_port=master_port, world_size=nccl_world_size(len(workers), ranks_per_worker), rank=0
+            master_address=master_address, master_port=master_port, world_size=nccl_world_size(len(workers), ranks_per_worker), rank=trainer_rank
         )
         self.engine = NCCLTrainerWeightTransferEngine.trainer_init(info, client=RolloutWeightClient(workers, ranks_per_worker), source=ModuleSource(model))
 
