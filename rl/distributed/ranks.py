@@ -61,9 +61,6 @@ class LearnerRanks:
         """Sums over every rank's rows (the keys in `maxima`: their maximum)."""
         return sums
 
-    def full_state_dict(self, model: torch.nn.Module) -> dict[str, torch.Tensor] | None:
-        return {k: v.detach().cpu() for k, v in model.state_dict().items()}
-
 
 class ProcessGroupRanks(LearnerRanks):
     """This process as rank `rank` of an initialised default process group of `world` ranks."""
