@@ -40,12 +40,18 @@ What it measures, one table row each (markdown, printed at the end; `--json FILE
       FSDP2 (`fully_shard` per decoder layer and the root, bf16 parameters, fp32 gradient
       reduction), Muon's sharded step, QK-Clip's maxima reduced over ranks. e1: its update time
       (tok/s against b1's), peak GPU memory, that every parameter is a DTensor and that Muon
-      orthogonalised its matrices on the sharded path; the learner takes the model's own forward
-      (no chunked log-probs, no shared-prefix pass) for any ProcessGroupRanks. e2: `save_train_state` (DCP) to a temporary folder, `load_train_state`
+      orthogonalised its matrices on the sharded path; the log-probs are chunked as in b (the
+      head's weight taken inside the root's forward, rl/distributed/head.py), the shared-prefix
+      pass is off for any ProcessGroupRanks. e2: `save_train_state` (DCP) to a temporary folder, `load_train_state`
       into a fresh sharded learner of other weights, and every parameter and optimizer tensor
       compared with what was saved: save and load seconds, the checkpoint's size on disk.
       Part e runs after b, before c and d (the sharded path is the newest code: if the time cap
       skips anything, it should be an older part); the table lists it after d.
+  f1-f2  the SDPA kernel choice where shapes keep changing (benchmarks/sdpa_kernels.py): f1 the
+      hf engine's bf16 decoding with cuDNN attention excluded (the engine's choice, kernels/sdpa.py)
+      against PyTorch's choice at new, then cached shapes, and fp32; f2 learner updates at a new
+      row length each, cuDNN excluded against PyTorch's choice (the learner's) new, then cached.
+      Runs after e, before c and d.
 
 MFU (model FLOPs utilisation) counts the model's work, not what the implementation adds to it:
 
@@ -70,7 +76,7 @@ test files that need it as not runnable.
 
 Each measurement runs in its own try/except: a failure is a row with its error, and the rest
 still runs. `--minutes` caps the whole run: a measurement that would start after the cap is a
-`skipped` row. `--parts` runs some of a, b, c, d, e (e.g. `--parts be` for a rerun).
+`skipped` row. `--parts` runs some of a, b, c, d, e, f (e.g. `--parts be` for a rerun).
 """
 
 from __future__ import annotations
@@ -918,6 +924,31 @@ def equal_tensors(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> tup
     return same, len(names), differ[:3]
 
 
+def part_f(report: Report, budget: Budget, scale: Scale, device: str) -> None:
+    """The SDPA kernel choice at changing shapes (benchmarks/sdpa_kernels.py: its rows as figures)."""
+    from benchmarks import sdpa_kernels
+    from policies.tokenizer import load_tokenizer
+
+    def decoding() -> dict[str, Any]:
+        tokenizer = load_tokenizer(None)
+        rows = sdpa_kernels.decode_rows(build_model(scale, tokenizer, device), tokenizer, scale, device)
+        rate = {name: tokens / seconds for name, seconds, tokens in rows}
+        base = rows[1][2] / rows[1][1]
+        return {"tok/s " + name: r for name, r in rate.items()} | {"PyTorch's choice new / engine's": rate[rows[2][0]] / base}
+
+    def updates() -> dict[str, Any]:
+        rows = sdpa_kernels.learner_rows(scale, device)
+        base = rows[0][2] / rows[0][1]
+        figures = {"lengths": rows[0][0].split("lengths ")[-1]}
+        for name, seconds, tokens, median in rows:
+            figures["tok/s " + name.split(":")[0]] = tokens / seconds
+        figures["PyTorch's choice new / cuDNN excluded"] = rows[1][2] / rows[1][1] / base
+        return figures
+
+    measure(report, budget, "f1", f"hf decoding, SDPA kernels at new and cached shapes, {scale.gen_prompts} prompts x {scale.gen_group}, {scale.gen_tokens} new tokens", decoding, need_s=60)
+    measure(report, budget, "f2", f"learner updates bf16, SDPA kernels at new and cached row lengths, {sdpa_kernels.LEARNER_STEPS} updates each", updates, need_s=45)
+
+
 def part_e(report: Report, budget: Budget, scale: Scale, device: str) -> None:
     """The learner's FSDP2 path in one process: the sharded code (fully_shard per decoder layer +
     root, bf16 mixed precision, Muon's sharded step, QK-Clip's reduced maxima, the DCP checkpoint)
@@ -987,7 +1018,7 @@ def part_e(report: Report, budget: Budget, scale: Scale, device: str) -> None:
             "DTensor params": f"{dtensors}/{len(params)}",
             "muon sharded matrices": owned.matrices,
             "muon sharded numel M": owned.numel / 1e6,
-            "chunked logprobs": bool(cfg.algorithm.chunked_logprobs and not learner.ranks.sharded),
+            "chunked logprobs": learner.logprob_path == "chunked",
             "shared prefix": learner.shared_prefix,
         }, note="; ".join(problems))
 
@@ -1122,7 +1153,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dry-run", action="store_true", help="every code path on the CPU with a tiny model (seconds, not minutes)")
     ap.add_argument("--minutes", type=float, default=8.0, help="cap on the whole run; measurements that would start later are skipped")
     ap.add_argument("--json", type=Path, default=None, help="also write the rows and figures here (rewritten after each row)")
-    ap.add_argument("--parts", default="abcde", help="which parts run: any of a, b, c, d, e")
+    ap.add_argument("--parts", default="abcdef", help="which parts run: any of a, b, c, d, e, f")
     ap.add_argument("--peak-tflops", type=float, default=989.0, help="the GPU's dense bf16 peak, for MFU (H200 SXM: 989)")
     args = ap.parse_args(argv)
 
@@ -1160,6 +1191,8 @@ def main(argv: list[str] | None = None) -> int:
             part_b(report, budget, scale, device, args.peak_tflops)
         if "e" in args.parts:  # before c and d: the newest code, the most in need of the GPU (module docstring)
             part_e(report, budget, scale, device)
+        if "f" in args.parts:  # the SDPA kernel choice, also new
+            part_f(report, budget, scale, device)
         if "c" in args.parts:
             part_c(report, budget, scale, device)
         if "d" in args.parts:

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU check on the device machine: no network, no install, a hard wall-clock limit.
 #
-#   bash benchmarks/gpu_check.sh [--minutes 8] [--parts abcde] [...]     (from anywhere)
+#   bash benchmarks/gpu_check.sh [--minutes 8] [--parts abcdef] [...]     (from anywhere)
 #
 # Arguments go to benchmarks/gpu_check.py (its docstring says what each row measures). pydantic,
 # which rl.config needs and that machine lacks, comes from benchmarks/.gpu_wheels (`make

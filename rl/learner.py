@@ -27,10 +27,11 @@ With N ranks (`cluster.learner_ranks`, `rl.learner_group`) every rank runs this 
 share of each minibatch's rows, the policy and the reference sharded with FSDP2, and
 `rl.distributed.ranks` answers what the ranks must agree on (how many passes, whether the loss is
 finite, the pooled metrics); the Muon step and QK-Clip's per-head maxima are reduced over ranks
-(`rl.optim`). The update equals one process's on the same minibatch. Two paths are one-process
-only: the shared-prompt pass (a rank's prompt groups would change its number of forwards) and the
-chunked log-probs (they read the head's weight outside the model's forward, where FSDP holds only
-a shard); sharded ranks take the model's own forward.
+(`rl.optim`). The update equals one process's on the same minibatch. The shared-prompt pass is
+one-process only (a rank's prompt groups would change its number of forwards). The chunked
+log-probs need the head's full weight, which FSDP2 gathers only inside the root's forward: sharded
+ranks run that forward with the head passed through (`rl.distributed.head`) and keep the weight it
+gathered, which the root holds until its backward.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ from rl.algorithms import aggregate, entropy_from_logits, get_policy_loss, tis_w
 from rl.algorithms.sampler_mismatch import MismatchMeter
 from rl.batch import TrainBatch
 from rl.config import AlgorithmConfig, ExperimentConfig, LearnerConfig, OptimizerConfig
+from rl.distributed.head import head_passed_through
 from rl.distributed.ranks import LearnerRanks
 from rl.microbatch import MicroMetrics, loss_share, plan_microbatches, select_trimmed
 from rl.optim import build_optimizer, qk_clip
@@ -86,6 +88,7 @@ class Learner:
         if learner.gradient_checkpointing:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         self.shared_prefix = algorithm.shared_prefix and not learner.gradient_checkpointing and not self.ranks.sharded
+        self.logprob_path = ""  # the last log-prob pass's path, "chunked" or "logits" (benchmarks report it)
         o = optimizer
         if o.freeze_vision_tower:
             from policies.vlm import freeze_vision_tower
@@ -154,13 +157,22 @@ class Learner:
         """Per-token log-probs (with grad) and entropies of the completion-predicting positions, in fp32."""
         targets = self.vocab.targets(batch.input_ids[:, 1:])  # [B, L-1]
         head = model.get_output_embeddings()
-        if self.algorithm.chunked_logprobs and not self.ranks.sharded and _plain_linear_head(model, head) and self.vocab.is_prefix:
-            body = getattr(model, model.base_model_prefix)
-            hidden = self._positions(lambda **kw: self._forward(body, **kw).last_hidden_state, batch)  # [B, L-1, D]
-            weight = self.vocab.head_rows(head.weight)
+        if self.algorithm.chunked_logprobs and _plain_linear_head(model, head) and self.vocab.is_prefix:
+            if self.ranks.sharded:
+                # the root's forward is where FSDP2 gathers the head's weight: run it with the head passed through
+                with head_passed_through(model) as seen:
+                    hidden = self._positions(lambda **kw: self._forward(model, **kw).logits, batch)  # [B, L-1, D]
+                weight = seen.weight
+            else:
+                body = getattr(model, model.base_model_prefix)
+                hidden = self._positions(lambda **kw: self._forward(body, **kw).last_hidden_state, batch)  # [B, L-1, D]
+                weight = head.weight
+            weight = self.vocab.head_rows(weight)
+            self.logprob_path = "chunked"
             # bf16: the head's matmul in bf16 like the rest of the forward; the softmax work in fp32
             dtype = torch.bfloat16 if self.bf16 else weight.dtype
             return chunked_logprobs(hidden.to(dtype), weight.to(dtype), targets, temperature=self.temperature)
+        self.logprob_path = "logits"
         logits = self._positions(lambda **kw: self._forward(model, **kw).logits, batch)  # [B, L-1, V]
         logits = self.vocab.mask(logits.float()) / self.temperature
         return token_logprobs(logits, targets), entropy_from_logits(logits)

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-ROWS = ["a1", "a2", "b1", "b2", "b3", "b4", *(f"c{i}" for i in range(1, 9)), "d1", "d2", "e1", "e2"]
-# the run's (and the JSON's) order: part e runs after b, the table lists it last
-RUN_ORDER = [*ROWS[:6], "e1", "e2", *ROWS[6:-2]]
+ROWS = ["a1", "a2", "b1", "b2", "b3", "b4", *(f"c{i}" for i in range(1, 9)), "d1", "d2", "e1", "e2", "f1", "f2"]
+# the run's (and the JSON's) order: parts e and f run after b, the table lists them last
+RUN_ORDER = [*ROWS[:6], "e1", "e2", "f1", "f2", *ROWS[6:-4]]
 CPU_SKIPS = {"c5", "c8"}  # the Triton log-prob rows: compiled for CUDA only
 
 
@@ -49,9 +49,13 @@ def test_dry_run_reports_every_row_without_errors(tmp_path):
     e1, e2 = rows["e1"]["figures"], rows["e2"]["figures"]
     assert e1["backend"] == "gloo" and e1["skipped steps"] == 0 and e1["tok/s"] > 0
     assert e1["muon sharded matrices"] > 0
+    assert e1["chunked logprobs"] is True and e1["shared prefix"] is False
     n, total = map(int, e1["DTensor params"].split("/"))
     assert n == total > 0
     assert e2["checkpoint GiB"] > 0 and e2["save s"] > 0 and e2["load s"] > 0
+    f1, f2 = rows["f1"]["figures"], rows["f2"]["figures"]
+    assert len([k for k in f1 if k.startswith("tok/s ")]) == 4 and all(v > 0 for k, v in f1.items() if k.startswith("tok/s "))
+    assert len([k for k in f2 if k.startswith("tok/s ")]) == 3 and all(v > 0 for k, v in f2.items() if k.startswith("tok/s "))
     for key in ("params equal", "optimizer tensors equal"):
         same, total = map(int, e2[key].split("/"))
         assert same == total > 0, (key, e2)

@@ -1,4 +1,5 @@
-"""The `hf` engine generates where its model is: every tensor of a generate call on that device."""
+"""The `hf` engine generates where its model is: every tensor of a generate call on that device;
+on CUDA its attention never takes cuDNN's kernel (`kernels.sdpa`), elsewhere nothing is restricted."""
 
 from __future__ import annotations
 
@@ -11,12 +12,16 @@ from rollout.engines.base import SamplingParams
 from rollout.engines.hf import HFEngine
 
 
-def _devices_of_a_generate_call(device: str) -> set[str]:
+def _devices_of_a_generate_call(device: str) -> tuple[set[str], set[bool]]:
+    """The devices of every tensor a generate call handles, and whether cuDNN attention was
+    allowed during each of its forwards."""
     model, tok = build_policy(PolicyConfig(hidden_size=64, num_layers=2, num_heads=2, head_dim=32, intermediate_size=128), seed=0)
     model = model.to(device)
     seen: set[str] = set()
+    cudnn: set[bool] = set()
 
     def record(module, args, kwargs):
+        cudnn.add(torch.backends.cuda.cudnn_sdp_enabled())
         for t in [*args, *kwargs.values()]:
             if isinstance(t, torch.Tensor):
                 seen.add(t.device.type)
@@ -30,14 +35,18 @@ def _devices_of_a_generate_call(device: str) -> set[str]:
     # the weights pushed from the learner arrive on the CPU (object store) and land on the model's device
     engine.load_weights({k: v.cpu() for k, v in model.state_dict().items()})
     seen |= {p.device.type for p in engine.model.parameters()}
-    return seen
+    return seen, cudnn
 
 
 def test_hf_engine_keeps_a_step_on_its_device_cpu():
-    assert _devices_of_a_generate_call("cpu") == {"cpu"}
+    assert torch.backends.cuda.cudnn_sdp_enabled()
+    assert _devices_of_a_generate_call("cpu") == ({"cpu"}, {True})
+    assert torch.backends.cuda.cudnn_sdp_enabled()
 
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_hf_engine_keeps_a_step_on_its_device_cuda():
-    assert _devices_of_a_generate_call("cuda") == {"cuda"}
+    allowed = torch.backends.cuda.cudnn_sdp_enabled()
+    assert _devices_of_a_generate_call("cuda") == ({"cuda"}, {False})
+    assert torch.backends.cuda.cudnn_sdp_enabled() == allowed  # put back after the call

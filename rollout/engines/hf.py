@@ -20,6 +20,7 @@ from typing import Mapping, Sequence
 import torch
 from transformers import DynamicCache, PreTrainedModel
 
+from kernels.sdpa import attention_kernels
 from rollout.engines.base import Completion, SamplingParams
 from rollout.engines.multimodal import ImageInputs, Prompt, prompt_parts
 from rollout.prompt_index import distinct_prompts
@@ -65,6 +66,10 @@ class HFEngine:
         return out
 
     def _generate_batch(self, prompts: list[Prompt], params: SamplingParams, gen: torch.Generator) -> list[Completion]:
+        with attention_kernels(self.model.device):
+            return self._decode(prompts, params, gen)
+
+    def _decode(self, prompts: list[Prompt], params: SamplingParams, gen: torch.Generator) -> list[Completion]:
         device = self.model.device
         prompts, pixel_values = self._split_images(prompts)
         n = len(prompts)
