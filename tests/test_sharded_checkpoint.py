@@ -6,9 +6,6 @@ two-rank check; the single-process halves run in the test process, which has no 
 
 from __future__ import annotations
 
-import os
-import socket
-import traceback
 from pathlib import Path
 
 import pytest
@@ -28,6 +25,7 @@ from rl.distributed.checkpoint import (
     save_train_state,
 )
 from rl.optim.muonclip import build_optimizer
+from tests.gloo_ranks import run_ranks
 
 WORLD = 2
 # the quickstart's llama, narrower and shallower so the spawned ranks stay quick
@@ -159,25 +157,6 @@ def _two_rank_checks(rank: int, tmp: Path) -> dict:
     return out
 
 
-def _rank_main(rank: int, port: int, tmp: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=WORLD)
-    try:
-        out = _two_rank_checks(rank, Path(tmp))
-    except BaseException:
-        out = {"error": traceback.format_exc()}
-    # a Queue carrying tensors breaks across spawned processes; a file does not
-    torch.save(out, Path(tmp) / f"rank{rank}.pt")
-    dist.destroy_process_group()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_checkpoint_reshards_between_one_and_two_ranks(tmp_path):
     assert not dist.is_initialized()  # the single-process halves run without a process group
 
@@ -194,19 +173,7 @@ def test_checkpoint_reshards_between_one_and_two_ranks(tmp_path):
     torch.save(opt.state_dict(), tmp_path / "legacy" / "optimizer.pt")
     assert is_sharded_checkpoint(tmp_path / "plain") and not is_sharded_checkpoint(tmp_path / "legacy")
 
-    ctx = torch.multiprocessing.get_context("spawn")
-    port = _free_port()
-    procs = [ctx.Process(target=_rank_main, args=(r, port, str(tmp_path))) for r in range(WORLD)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(timeout=180)
-    for p in procs:
-        if p.is_alive():
-            p.kill()
-    results = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) if (tmp_path / f"rank{r}.pt").exists() else {"error": "no result"} for r in range(WORLD)]
-    for r, res in enumerate(results):
-        assert "error" not in res, f"rank {r}:\n{res['error']}"
+    results = run_ranks(_two_rank_checks, WORLD, tmp_path)
 
     # (1) 2 ranks: the resumed step is the straight run's step, bit for bit, RNG included
     assert (tmp_path / "two" / "train_state" / "__1_0.distcp").is_file()  # each rank wrote its shards

@@ -7,19 +7,16 @@ reference over both ranks' rows itself, so no tensors cross between the two side
 
 from __future__ import annotations
 
-import os
-import socket
-import traceback
 from pathlib import Path
 
 import pytest
 import torch
-import torch.distributed as dist
 
 from kernels.logprob import chunked_logprobs, naive_logprobs
 from policies.model import build_policy
 from policies.spec import PolicyConfig
 from rl.distributed.head import head_passed_through
+from tests.gloo_ranks import run_ranks
 
 WORLD = 2
 POLICY = dict(arch="llama", hidden_size=64, num_layers=2, num_heads=2, head_dim=32, intermediate_size=128, max_position_embeddings=16)
@@ -85,38 +82,12 @@ def _sharded(rank: int, tied: bool) -> dict:
     }
 
 
-def _rank_main(rank: int, port: int, tmp: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=WORLD)
-    try:
-        out = {tied: _sharded(rank, tied) for tied in (True, False)}
-    except BaseException:
-        out = {"error": traceback.format_exc()}
-    torch.save(out, Path(tmp) / f"rank{rank}.pt")
-    dist.destroy_process_group()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _both_heads(rank: int, tmp: Path) -> dict:
+    return {tied: _sharded(rank, tied) for tied in (True, False)}
 
 
 def test_chunked_logprobs_on_two_sharded_ranks_match_one_process(tmp_path):
-    ctx = torch.multiprocessing.get_context("spawn")
-    port = _free_port()
-    procs = [ctx.Process(target=_rank_main, args=(r, port, str(tmp_path))) for r in range(WORLD)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(timeout=180)
-    for p in procs:
-        if p.is_alive():
-            p.kill()
-    results = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) if (tmp_path / f"rank{r}.pt").exists() else {"error": "no result"} for r in range(WORLD)]
-    for r, res in enumerate(results):
-        assert "error" not in res, f"rank {r}:\n{res['error']}"
+    results = run_ranks(_both_heads, WORLD, tmp_path)
     for r, res in enumerate(results):
         for tied, got in res.items():
             assert got["lp_err"] < 1e-5 and got["naive_err"] < 1e-4, (r, tied, got)
