@@ -5,8 +5,8 @@ must raise held-out pass@1 by at least 10 points from a bootstrap start of at le
 The task is `envs.dataset.larger_number` (which of two numbers is larger). Measured on a 2-core
 machine with these settings: SFT 300 steps (about 11 s) to 40-41% held-out pass@1, then 150 RL
 steps to 58.6-63.4% over three RL seeds (+17.7 to +23.1 points); the whole test takes about
-75 s there. A change that breaks learning (a sign in the loss, advantages that no longer
-follow rewards, weights that never reach the sampler) leaves the gain near zero.
+75 s there. A change that stops learning leaves the gain near zero: the same run with the learning rates
+at 1e-12 ends where it starts (40.3% -> 40.3%).
 """
 
 from __future__ import annotations
