@@ -31,7 +31,7 @@ import dataclasses
 import statistics
 import sys
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -94,7 +94,7 @@ def decode_rows(model, tokenizer, scale, device) -> list[tuple]:
         ("bf16, PyTorch's choice, new shapes", torch.bfloat16, True),
         ("bf16, PyTorch's choice, same shapes again", torch.bfloat16, True),
     ):
-        with pytorch_choice() if choice else _nothing():
+        with pytorch_choice() if choice else nullcontext():
             seconds, tokens = run(dtype)
         rows.append((name, seconds, tokens))
         print(f"  decoding {name}: {seconds:.2f} s, {tokens / seconds:,.0f} tok/s", flush=True)
@@ -135,16 +135,11 @@ def learner_rows(scale, device) -> list[tuple]:
         ("PyTorch's choice (the learner's), new shapes", False),
         ("PyTorch's choice (the learner's), same shapes again", False),
     ):
-        with cudnn_excluded(device) if exclude else _nothing():
+        with cudnn_excluded(device) if exclude else nullcontext():
             seconds, n_tokens, median = run()
         rows.append((f"{name}: {LEARNER_STEPS} updates, lengths {lengths[0]}-{lengths[-1]}", seconds, n_tokens, median))
         print(f"  learner {name}: {seconds:.2f} s, median update {median:.3f} s", flush=True)
     return rows
-
-
-@contextmanager
-def _nothing():
-    yield
 
 
 def profile(model, tokenizer, scale, device) -> None:
