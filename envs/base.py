@@ -53,6 +53,16 @@ def strip_self_verdict(text: str) -> str:
     return _TRAILING_VERDICT.sub("", text, count=1)
 
 
+@dataclass(frozen=True)
+class Step:
+    """An agent env's reply to one action line: `answer` ends the episode; otherwise
+    `observation` (a tool's result, or `err ...` for a malformed or failed action) is what the
+    policy reads before its next turn."""
+
+    observation: str = ""
+    answer: str | None = None
+
+
 @runtime_checkable
 class Env(Protocol):
     """What the trainer asks of a task family.
@@ -61,6 +71,10 @@ class Env(Protocol):
     - `eval_tasks(n)`: the first `n` tasks of the held-out split, the same on every call.
     - `verify(task, completion)`: judge a completion text.
     - `oracle(task)`: a correct completion, for SFT bootstrap data and verifier tests.
+
+    Agent envs (multi-turn, with tools: `tool_math`, and `swarm`'s sub-agents) also have
+    `step(task, action_text) -> Step`: one turn of the action syntax (`envs.actions`), a tool
+    call run or an answer taken, never raising. The turn loop (`rollout.turn_loop`) drives it.
     """
 
     name: str

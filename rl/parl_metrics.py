@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from envs.actions import ParseError, ToolCall, parse_turn
 from rewards.critical_path import critical_steps, stages_of, total_steps
 from rewards.finish import is_usable
 from rollout.episode import Episode
-from rollout.swarm.parser import ParseError, ToolCall, parse_turn
 
 
 def own_tool_calls(episode: Episode) -> int:

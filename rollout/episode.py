@@ -26,6 +26,7 @@ class Turn:
     logprobs: list[float] = field(default_factory=list)  # sampler log-probs, one per token id
     trainable: bool = False
     stage: int = 0  # PARL: orchestrator stage this turn belongs to
+    policy_version: int = -1  # assistant turns: the weights version that sampled them
 
 
 @dataclass

@@ -97,13 +97,17 @@ class RolloutWorker:
         self.subagent_engine = HFEngine(model, self.engine.eos_token_id, self.engine.pad_token_id, self.engine.batch_size)
         return os.getpid()
 
-    def run_subagents(self, specs: list, params: SamplingParams, budgets, env_spec: dict[str, Any], seed: int) -> list:
-        """PARL: run sub-agents to completion with the frozen policy and the env's tools (`rollout.swarm.subagent`)."""
+    def run_subagents(self, specs: list, params: SamplingParams, budgets, env_spec: dict[str, Any], seed: int) -> tuple[int, list]:
+        """PARL: run sub-agents to completion with the frozen policy and the env's tools
+        (`rollout.swarm.subagent`). Returns (weights version, sub-episodes) like `generate`: a
+        restarted actor has lost its sub-agent policy and answers -1, so the driver reloads it."""
         if self.subagent_engine is None:
-            raise RuntimeError("no sub-agent policy: call load_subagent_policy first")
+            if self.version >= 0:
+                raise RuntimeError("no sub-agent policy: call load_subagent_policy first")
+            return -1, []
         from rollout.swarm.subagent import run_subagents
 
-        return run_subagents(self.subagent_engine, self.tokenizer, self._env(env_spec).call_tool, specs, params, budgets, seed)
+        return self.version, run_subagents(self.subagent_engine, self.tokenizer, self._env(env_spec).call_tool, specs, params, budgets, seed)
 
     def param_checksum(self, role: str = "policy") -> float:
         """Σ|θ| of the `policy` (trained) or `subagent` (frozen) engine: a cheap check that weights moved or did not."""

@@ -14,12 +14,12 @@ import numpy as np
 import pytest
 import torch
 
+from envs.actions import Answer, Assign, ParseError, Spawn, ToolCall, parse_subagent_turn, parse_turn
 from envs.swarm import SwarmEnv
 from rewards.critical_path import critical_steps, stages_of, total_steps
 from rollout.engines.base import SamplingParams
 from rollout.episode import Episode, Turn, read_parquet, write_parquet
 from rollout.swarm.budgets import Budgets
-from rollout.swarm.parser import Answer, Assign, ParseError, Spawn, ToolCall, parse_subagent_turn, parse_turn
 from rollout.swarm.subagent import SubagentSpec
 from rollout.swarm.turn import execute_turn
 
@@ -192,10 +192,10 @@ GREEDY = SamplingParams(max_new_tokens=6, temperature=0.0)
 
 
 def test_a_stage_of_k_subagents_on_k_workers_takes_about_the_time_of_one(ray_session, tmp_path):
-    from rollout.swarm.stage import run_stage
-    from rollout.swarm.transcript import line_params
-    from rollout.worker import load_subagent_policy
     from policies.tokenizer import load_tokenizer
+    from rollout.swarm.stage import run_stage
+    from rollout.transcript import line_params
+    from rollout.worker import load_subagent_policy
 
     path = constant_policy(tmp_path, "?")
     workers = _spawn(3, path)
@@ -227,7 +227,7 @@ def test_a_stage_of_k_subagents_on_k_workers_takes_about_the_time_of_one(ray_ses
 def test_subagents_see_only_their_instructions_and_task(ray_session, tmp_path):
     from policies.tokenizer import load_tokenizer
     from rollout.swarm.stage import run_stage
-    from rollout.swarm.transcript import line_params
+    from rollout.transcript import line_params
     from rollout.worker import load_subagent_policy
 
     env = SwarmEnv(levels=(4,))
@@ -274,3 +274,43 @@ def test_parl_metrics_read_the_episode_trees():
     assert m["parl/subagents"] == 2.0 and m["parl/usable_subagents"] == 0.75
     assert m["parl/own_tool_calls"] == 1.5 and m["parl/stages"] == 2.5 and m["parl/answered"] == 0.5
     assert parl_metrics([]) == {}
+
+
+def test_a_subagent_worker_killed_mid_stage_is_recovered(ray_session, tmp_path):
+    """SIGKILL a worker while its sub-agents wait on slow tool calls: the driver waits for the
+    restart, reloads the frozen sub-agent policy, reruns the shard with its seed, and the stage
+    returns the sub-episodes of an undisturbed one."""
+    import os
+    import signal
+    import threading
+
+    import ray
+
+    from policies.tokenizer import load_tokenizer
+    from rollout.swarm.stage import run_stage
+    from rollout.transcript import line_params
+    from rollout.worker import load_subagent_policy
+
+    path = constant_policy(tmp_path, "?")
+    workers = _spawn(2, path)
+    try:
+        load_subagent_policy(workers, str(path))
+        env_spec = {"name": "swarm", "kwargs": {"levels": [2], "latency_s": 0.4}}  # every call sleeps 0.4 s
+        params = line_params(load_tokenizer(path), SamplingParams(max_new_tokens=6, temperature=1.0))
+        budgets = Budgets(max_subagent_steps=3)
+        specs = [SubagentSpec("a", "age", f"e{k}", stage=0) for k in range(4)]
+
+        def record(subs):
+            return [(s.task_id, [(t.role, t.text, t.token_ids) for t in s.turns], s.finish_reason) for s in subs]
+
+        straight = record(run_stage(workers, specs, params, budgets, env_spec, seed=3))
+        pid = ray.get(workers[0].pid.remote())
+        killer = threading.Timer(0.6, os.kill, (pid, signal.SIGKILL))
+        killer.start()
+        faulty = record(run_stage(workers, specs, params, budgets, env_spec, seed=3))
+        killer.join()
+        assert workers.restarts == 1 and ray.get(workers[0].pid.remote()) != pid
+        assert faulty == straight and len(straight) == 4
+        assert all(len([t for t in turns if t[0] == "tool"]) == 3 for _, turns, _ in straight)  # each made its 3 slow calls
+    finally:
+        _kill(workers)

@@ -4,12 +4,10 @@ frozen across updates, observations stay out of the loss, and a 2-step swarm run
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-import torch
 from mlflow.tracking import MlflowClient
 
 from rl.batch import build_batch
@@ -57,7 +55,7 @@ def test_frozen_subagents_do_not_change_while_the_orchestrator_learns(ray_sessio
     from rollout.engines.base import SamplingParams
     from rollout.swarm.stage import run_stage
     from rollout.swarm.subagent import SubagentSpec
-    from rollout.swarm.transcript import line_params
+    from rollout.transcript import line_params
     from rollout.worker import push_weights, spawn_workers
 
     cfg = validate_config(

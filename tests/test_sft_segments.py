@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from envs import syntax as S
 from envs.swarm import SwarmEnv
-from envs.swarm import syntax as S
 from policies.tokenizer import load_tokenizer
 from rl.sft import segment_masked
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from envs.actions import final_answer
 from envs.registry import make_env
 from envs.swarm import SwarmEnv
-from envs.swarm.answer import final_answer, item_f1, parse_table
+from envs.swarm.answer import item_f1, parse_table
 from envs.swarm.corpus import Corpus
 from envs.swarm.tools import calc, search
 
@@ -108,8 +109,8 @@ def test_slow_tool_and_registry():
 
 
 def test_env_parallel_fraction_sets_the_demonstration_mix():
-    from rl.config import ConfigError, validate_config
     from envs.registry import env_kwargs
+    from rl.config import ConfigError, validate_config
 
     def parallel_share(cfg) -> float:
         demos = make_env("swarm", **env_kwargs(cfg)).demonstrations(400, np.random.default_rng(0))

@@ -1,20 +1,9 @@
 """The final answer of a swarm task and its item-level F1 (as in WideSearch).
 
-An answer is `=name value,name value,...`; it is the last `=` action of the transcript.
+An answer is `=name value,name value,...`, the last `=` action of the transcript (`envs.actions.final_answer`).
 """
 
 from __future__ import annotations
-
-from envs.swarm.syntax import ANSWER, SEP
-
-
-def final_answer(transcript: str) -> str | None:
-    """The text of the last answer action in `transcript` (its lines, each `;`-separated actions), or None."""
-    for line in reversed(transcript.splitlines()):
-        for action in reversed(line.split(SEP)):
-            if action.startswith(ANSWER):
-                return action[len(ANSWER) :]
-    return None
 
 
 def format_table(rows: dict[str, int]) -> str:

@@ -19,10 +19,11 @@ import time
 
 import numpy as np
 
-from envs.base import Task, Verdict, strip_self_verdict
+from envs import syntax as S
+from envs.actions import final_answer, tool_step
+from envs.base import Step, Task, Verdict, strip_self_verdict
 from envs.split import HeldoutSplit, HeldoutStream, stable_hash
-from envs.swarm import syntax as S
-from envs.swarm.answer import final_answer, format_table, item_f1, parse_table
+from envs.swarm.answer import format_table, item_f1, parse_table
 from envs.swarm.corpus import ATTRIBUTES, Corpus
 from envs.swarm.tools import calc, search
 
@@ -102,6 +103,11 @@ class SwarmEnv:
         if tool == "calc":
             return calc(arg)
         return "err no tool"
+
+    def step(self, task: Task, action_text: str) -> Step:
+        """One sub-agent turn: a `search`/`calc` call or the answer (the orchestrator's spawns and
+        assignments need the rollout workers: `rollout.swarm.turn`)."""
+        return tool_step(action_text, self.call_tool)
 
     # ------------------------------------------------------------------ demonstrations
 

@@ -1,6 +1,7 @@
 """The PARL episode loop: orchestrator turns on the rollout workers, sub-agent stages in parallel.
 
-For every task, `group_size` orchestrator episodes run side by side. At turn (= stage) t:
+For every task, `group_size` orchestrator episodes run side by side in the turn loop every agent
+episode runs (`rollout.turn_loop`). At turn (= stage) t:
 
   1. the next turn of every live orchestrator episode is generated in one sharded call;
   2. each turn is executed (`rollout.swarm.turn`): spawns, the orchestrator's own tool calls,
@@ -18,16 +19,17 @@ from __future__ import annotations
 
 import time
 
-from envs.base import Task
-from envs.swarm import syntax as S
+from envs import syntax as S
+from envs.base import Step, Task
 from rollout import worker as rollout_worker
 from rollout.engines.base import SamplingParams
-from rollout.episode import Episode, Turn
+from rollout.episode import Episode
 from rollout.swarm.budgets import Budgets
 from rollout.swarm.stage import run_stage
 from rollout.swarm.subagent import result_of
-from rollout.swarm.transcript import encode, line_params, observation_turn, transcript_ids
 from rollout.swarm.turn import execute_turn
+from rollout.transcript import encode, line_params, observation_turn
+from rollout.turn_loop import LoopBudgets, run_turns
 
 
 class SwarmRollout:
@@ -56,43 +58,45 @@ class SwarmRollout:
             for _ in range(group_size)
         ]
         roles: list[dict[str, str]] = [{} for _ in episodes]
-        live = list(range(len(episodes)))
         stage_s = 0.0
-        for stage in range(b.max_stages):
-            for i in live:
-                if len(transcript_ids(episodes[i])) + params.max_new_tokens > b.max_total_tokens:
-                    episodes[i].finish_reason = "length"
-            live = [i for i in live if not episodes[i].finish_reason]
-            if not live:
-                break
-            completions = rollout_worker.generate(workers, [transcript_ids(episodes[i]) for i in live], turn_params, seed * 64 + stage)
+
+        def generate(prompts: list[list[int]], stage: int):
+            return rollout_worker.generate(workers, prompts, turn_params, seed * 64 + stage)
+
+        def act(turns: list[tuple[int, str]]) -> list[Step]:
+            """Execute every episode's turn, then run all their assignments as one stage."""
+            nonlocal stage_s
             outcomes, specs = [], []
-            for i, c in zip(live, completions):
+            for i, text in turns:
                 ep = episodes[i]
-                text = tokenizer.decode(c.token_ids, skip_special_tokens=True)
-                ep.turns.append(Turn(role="assistant", text=text, token_ids=c.token_ids, logprobs=c.logprobs, trainable=True, stage=stage))
+                stage = ep.turns[-1].stage
                 out = execute_turn(text, roles[i], self.env.call_tool, stage, b, parent=ep.task_id, group=ep.group)
                 outcomes.append((out, len(specs)))
                 specs.extend(out.specs)
             ts = time.perf_counter()
-            subs = run_stage(workers, specs, sub_params, b, self.env_spec, seed * 64 + stage)
+            subs = run_stage(workers, specs, sub_params, b, self.env_spec, seed * 64 + episodes[turns[0][0]].turns[-1].stage)
             stage_s += time.perf_counter() - ts
-            for i, (out, offset) in zip(live, outcomes):
-                ep = episodes[i]
+            results = []
+            for (i, _), (out, offset) in zip(turns, outcomes):
                 mine = subs[offset : offset + len(out.specs)]
-                ep.sub_episodes.extend(mine)  # each carries its stage (SubagentSpec.stage)
+                episodes[i].sub_episodes.extend(mine)  # each carries its stage (SubagentSpec.stage)
                 if out.answer is not None:
-                    ep.finish_reason = "stop"
+                    results.append(Step(answer=out.answer))
                     continue
                 items = [it if isinstance(it, str) else f"{out.specs[it].task} {result_of(mine[it]) or S.FAIL}" for it in out.items]
-                obs = observation_turn(tokenizer, S.observation(items), stage)
-                if len(transcript_ids(ep)) + len(obs.token_ids) > b.max_total_tokens:
-                    ep.finish_reason = "length"
-                else:
-                    ep.turns.append(obs)
-            live = [i for i in live if not episodes[i].finish_reason]
-        for i in live:
-            episodes[i].finish_reason = "length"
+                results.append(Step(observation=S.SEP.join(items)))
+            return results
+
+        run_turns(
+            episodes,
+            generate,
+            act,
+            lambda text, stage: observation_turn(tokenizer, S.observation([text]), stage),
+            lambda ids: tokenizer.decode(ids, skip_special_tokens=True),
+            LoopBudgets(max_turns=b.max_stages, max_total_tokens=b.max_total_tokens),
+            params.max_new_tokens,
+            stamp_stages=True,
+        )
         per_episode = (time.perf_counter() - t0) / max(1, len(episodes))
         for ep in episodes:
             ep.timings.update({"rollout_s": per_episode, "subagent_stage_s": stage_s / max(1, len(episodes))})

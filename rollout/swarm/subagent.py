@@ -1,7 +1,8 @@
 """Sub-agents run to completion inside one rollout worker, with the frozen engine and the env's tools.
 
-A batch of sub-agents advances in lock step: each round generates the next turn of every live
-sub-agent in one engine call, parses it, runs its tool or takes its answer. A sub-agent ends
+A batch of sub-agents advances in lock step through the turn loop (`rollout.turn_loop`): each
+round generates the next turn of every live sub-agent in one engine call, parses it, runs its
+tool or takes its answer. A sub-agent ends
 with `finish_reason` "stop" when it answers, "length" when it runs out of steps or tokens, and
 "error" if something raised; only an answer is a usable result.
 """
@@ -12,12 +13,14 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from envs.swarm import syntax as S
+from envs import syntax as S
+from envs.actions import tool_step
+from envs.base import Step
 from rollout.engines.base import SamplingParams
-from rollout.episode import Episode, Turn
+from rollout.episode import Episode
 from rollout.swarm.budgets import Budgets
-from rollout.swarm.parser import Answer, ParseError, parse_subagent_turn
-from rollout.swarm.transcript import encode, observation_turn, transcript_ids
+from rollout.transcript import encode, observation_turn
+from rollout.turn_loop import LoopBudgets, run_turns
 
 
 @dataclass(frozen=True)
@@ -56,36 +59,29 @@ def run_subagents(
                 verdict={"usable": False},
             )
         )
-    live = list(range(len(specs)))
+
+    def act(turns: list[tuple[int, str]]) -> list[Step]:
+        out = [tool_step(text, call_tool) for _, text in turns]  # = SwarmEnv.step
+        for (i, _), step in zip(turns, out):
+            if step.answer is not None:
+                episodes[i].verdict = {"usable": True, "answer": step.answer}
+        return out
+
     try:
-        for step in range(budgets.max_subagent_steps):
-            live = [i for i in live if len(transcript_ids(episodes[i])) + params.max_new_tokens <= budgets.max_subagent_tokens]
-            if not live:
-                break
-            completions = engine.generate([transcript_ids(episodes[i]) for i in live], params, seed * 131 + step)
-            still = []
-            for i, c in zip(live, completions):
-                ep = episodes[i]
-                text = tokenizer.decode(c.token_ids, skip_special_tokens=True)
-                ep.turns.append(Turn(role="assistant", text=text, token_ids=c.token_ids, logprobs=c.logprobs, trainable=False))
-                try:
-                    action = parse_subagent_turn(text)
-                except ParseError as e:
-                    obs = f"err {e}"
-                else:
-                    if isinstance(action, Answer):
-                        ep.finish_reason, ep.verdict = "stop", {"usable": True, "answer": action.text}
-                        continue
-                    obs = call_tool(action.tool, action.arg)
-                ep.turns.append(observation_turn(tokenizer, S.observation([obs]), 0))
-                still.append(i)
-            live = still
+        run_turns(
+            episodes,
+            lambda prompts, step: engine.generate(prompts, params, seed * 131 + step),
+            act,
+            lambda text, stage: observation_turn(tokenizer, S.observation([text]), stage),
+            lambda ids: tokenizer.decode(ids, skip_special_tokens=True),
+            LoopBudgets(max_turns=budgets.max_subagent_steps, max_total_tokens=budgets.max_subagent_tokens),
+            params.max_new_tokens,
+            trainable=False,
+        )
     except Exception as e:  # a failing sub-agent is an observation for the orchestrator, not a crash
-        for i in live:
-            episodes[i].finish_reason, episodes[i].verdict = "error", {"usable": False, "error": f"{type(e).__name__}: {e}"}
-        live = []
-    for i in live:
-        episodes[i].finish_reason = "length"
+        for ep in episodes:
+            if not ep.finish_reason:
+                ep.finish_reason, ep.verdict = "error", {"usable": False, "error": f"{type(e).__name__}: {e}"}
     for ep in episodes:
         if not ep.finish_reason:
             ep.finish_reason = "length"

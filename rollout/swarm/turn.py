@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, Union
 
+from envs.actions import Answer, Assign, ParseError, Spawn, ToolCall, parse_turn
 from rollout.swarm.budgets import Budgets
-from rollout.swarm.parser import Answer, Assign, ParseError, Spawn, ToolCall, parse_turn
 from rollout.swarm.subagent import SubagentSpec
 
 

@@ -1,13 +1,11 @@
-"""The one-line action syntax shared by the swarm env (its demonstrations) and the PARL runtime (its parser).
-
-Kept in `envs` because the env writes demonstrations in it and `envs` may not import `rollout`;
-`rollout.swarm.parser` documents the grammar and parses it strictly.
-"""
+"""The one-line action syntax of every agent env: the characters of each action, shared by the
+envs' demonstrations and `envs.actions`, which documents the grammar and parses it strictly."""
 
 SPAWN = "+"  # +NAME INSTRUCTIONS      define a sub-agent
 ASSIGN = "@"  # @NAME[,NAME...] TASK    run one instance of each named sub-agent on TASK
 SEARCH = "?"  # ?QUERY                   the search tool
 CALC = "#"  # #EXPR                      the calculator tool
+PYTHON = "$"  # $CODE                    the python tool (envs that offer it: tool_math)
 ANSWER = "="  # =TEXT                    final answer (last action of a turn)
 OBSERVATION = ">"  # >RESULT             what the runtime appends after a turn
 SEP = ";"  # separates the actions of one turn and the items of one observation

@@ -1,4 +1,4 @@
-"""The PARL action syntax and its strict parser.
+"""The action syntax of every agent episode (PARL orchestrators and sub-agents, tool envs) and its strict parser.
 
 Every turn of an agent is one line (generation stops at the newline). A line holds one or more
 actions separated by `;`, each a one-character keyword followed by its arguments:
@@ -8,6 +8,8 @@ actions separated by `;`, each a one-character keyword followed by its arguments
     @NAME[,NAME] TASK    assign: run one instance of each named sub-agent on TASK
     ?QUERY               search tool
     #EXPR                calculator tool (integers, + - * and parentheses)
+    $CODE                python tool: one line of Python without `;`, run in the sandbox
+                         (envs that offer it; elsewhere the observation is `err no tool`)
     =ANSWER              answer; must be the last action of its line, ends the episode
 
 Orchestrator example (one stage of three sub-agents, then the answer):
@@ -19,8 +21,9 @@ Orchestrator example (one stage of three sub-agents, then the answer):
 
 Serial collapse is the orchestrator doing the look-ups itself: `?kob`, `>age 42 pin 17`, ...
 
-A sub-agent sees only `INSTR TASK` (`age kob`) and may use `?`, `#` and `=`, one action per
-turn (it cannot spawn). Its answer text is its result.
+A sub-agent sees only `INSTR TASK` (`age kob`) and may use its tools and `=`, one action per
+turn (it cannot spawn). Its answer text is its result. A tool env's policy (`tool_math`) takes
+turns of the same form (`parse_subagent_turn`): `$437*861`, then `=376257`.
 
 Anything else raises `ParseError`; the runtime turns it into an error observation
 (`>err <reason>`) and the episode goes on. Parsing never raises anything but `ParseError`.
@@ -32,7 +35,8 @@ import re
 from dataclasses import dataclass
 from typing import Union
 
-from envs.swarm import syntax as S
+from envs import syntax as S
+from envs.base import Step
 
 NAME = re.compile(r"[a-z][a-z0-9]{0,2}")
 MAX_ACTIONS = 16
@@ -56,7 +60,7 @@ class Assign:
 
 @dataclass(frozen=True)
 class ToolCall:
-    tool: str  # "search" | "calc"
+    tool: str  # "search" | "calc" | "python"
     arg: str
 
 
@@ -66,7 +70,7 @@ class Answer:
 
 
 Action = Union[Spawn, Assign, ToolCall, Answer]
-TOOLS = {S.SEARCH: "search", S.CALC: "calc"}
+TOOLS = {S.SEARCH: "search", S.CALC: "calc", S.PYTHON: "python"}
 
 
 def parse_turn(line: str) -> list[Action]:
@@ -124,3 +128,24 @@ def _action(item: str) -> Action:
             raise ParseError("no task")
         return Assign(parts, task.strip())
     raise ParseError("unknown action")
+
+
+def tool_step(text: str, call_tool) -> Step:
+    """`Env.step` of a single agent with tools: one action per turn, a tool call or an answer.
+    A malformed turn (or a spawn) is the observation `err <reason>`."""
+    try:
+        action = parse_subagent_turn(text)
+    except ParseError as e:
+        return Step(observation=f"err {e}")
+    if isinstance(action, Answer):
+        return Step(answer=action.text)
+    return Step(observation=call_tool(action.tool, action.arg))
+
+
+def final_answer(transcript: str) -> str | None:
+    """The text of the last answer action in `transcript` (its lines, each `;`-separated actions), or None."""
+    for line in reversed(transcript.splitlines()):
+        for action in reversed(line.split(S.SEP)):
+            if action.startswith(S.ANSWER):
+                return action[len(S.ANSWER) :]
+    return None

@@ -1,4 +1,4 @@
-"""Token-level transcripts of multi-turn episodes: what the policy sees before its next turn."""
+"""Token-level transcripts of multi-turn episodes (PARL, tool envs): what the policy sees before its next turn."""
 
 from __future__ import annotations
 
