@@ -33,7 +33,11 @@ def make_env(name: str, **kwargs: Any) -> Env:
         from envs.dataset import DatasetEnv
 
         return DatasetEnv(**kwargs)
-    raise ValueError(f"unknown env {name!r}; known: math, code, prover, swarm, vision, dataset")
+    if name == "tool_math":
+        from envs.tool_math import ToolMathEnv
+
+        return ToolMathEnv(**kwargs)
+    raise ValueError(f"unknown env {name!r}; known: math, code, prover, swarm, vision, dataset, tool_math")
 
 
 def env_kwargs(cfg) -> dict[str, Any]:
@@ -49,7 +53,12 @@ def env_kwargs(cfg) -> dict[str, Any]:
             path=e.path, eval_path=e.eval_path, prompt_key=e.prompt_key, answer_key=e.answer_key, verifier=e.verifier,
             solution_key=e.solution_key, entry_point_key=e.entry_point_key, level_key=e.level_key,
         )
-    if cfg.env.name in ("code", "prover") or (cfg.env.name == "dataset" and cfg.env.verifier == "code"):
+    if cfg.env.name == "tool_math":
+        if cfg.env.tools is not None:
+            kw["tools"] = tuple(cfg.env.tools)
+        if cfg.env.tool_fraction is not None:
+            kw["tool_fraction"] = cfg.env.tool_fraction
+    if cfg.env.name in ("code", "prover", "tool_math") or (cfg.env.name == "dataset" and cfg.env.verifier == "code"):
         kw.update(timeout_s=cfg.sandbox.timeout_s, allow_unisolated=cfg.sandbox.allow_unisolated)
         if cfg.sandbox.memory_mb is not None:
             kw["memory_mb"] = cfg.sandbox.memory_mb

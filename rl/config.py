@@ -17,11 +17,11 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from envs.math.generator import FIXED_WIDTH_LEVELS
+
 # The `policy` section lives with the code that builds the policy; its parts are importable from
 # here like every other section.
 from policies.spec import LoraConfig, PolicyConfig, VisionTowerConfig  # noqa: F401
 from rewards.schedule import RewardsConfig
-
 
 # head sizes vLLM's CPU attention backend implements (vllm 0.32, `CPUAttentionBackend`)
 VLLM_CPU_HEAD_DIMS = (32, 64, 80, 96, 112, 128, 160, 192, 224, 256, 512)
@@ -156,15 +156,15 @@ class RolloutConfig(Section):
         0,
         ge=0,
         le=8,
-        description="Asynchronous rollouts: batches for steps t+1..t+k are generated while the learner trains on step t (0: synchronous). A batch sampled more than k policy versions behind the learner is regenerated; the PPO ratio is taken against the sampler's log-probs. Single-turn envs only (not `swarm`).",
+        description="Asynchronous rollouts: batches for steps t+1..t+k are generated while the learner trains on step t (0: synchronous). A batch sampled more than k policy versions behind the learner is regenerated; the PPO ratio is taken against the sampler's log-probs. Multi-turn envs (`swarm`, `tool_math`) too: each turn records the version that sampled it, and an episode is as old as its oldest turn.",
     )
     batch_size: int = Field(256, ge=1, description="Prompts per generate call inside a worker.")
 
 
 class EnvConfig(Section):
-    name: Literal["math", "code", "prover", "swarm", "vision", "dataset"] = Field(
+    name: Literal["math", "code", "prover", "swarm", "vision", "dataset", "tool_math"] = Field(
         ...,
-        description="Task family: `math` (exact answers), `code` (Python functions, unit tests in the sandbox), `prover` (Coq proofs), `swarm` (wide look-ups for a PARL orchestrator and its sub-agents, see `parl`), `vision` (questions about rendered images; needs a `llava` policy), `dataset` (rows of a Parquet/JSONL file, see `path`, `verifier`).",
+        description="Task family: `math` (exact answers), `code` (Python functions, unit tests in the sandbox), `prover` (Coq proofs), `swarm` (wide look-ups for a PARL orchestrator and its sub-agents, see `parl`), `vision` (questions about rendered images; needs a `llava` policy), `dataset` (rows of a Parquet/JSONL file, see `path`, `verifier`), `tool_math` (multi-digit products, with a sandboxed `python` tool over several turns, see `agent`).",
     )
     path: str | None = Field(None, description="dataset only: the Parquet (`.parquet`) or JSONL (`.jsonl`) file of training rows (and held-out rows, without `eval_path`).")
     eval_path: str | None = Field(
@@ -190,7 +190,7 @@ class EnvConfig(Section):
     )
     system_prompt: str | None = Field(None, description="With policy.chat_template: a system message before every task; empty: none.")
     levels: list[int] = Field(
-        [1, 2, 3], min_length=1, description="Difficulty levels to sample from (math: 1-6, code: 1-3, prover: 1-3, swarm: task width 1-8, vision: 1-3)."
+        [1, 2, 3], min_length=1, description="Difficulty levels to sample from (math: 1-6, code: 1-3, prover: 1-3, swarm: task width 1-8, vision: 1-3, tool_math: 1-4)."
     )
     level_weights: dict[int, float] | None = Field(
         None,
@@ -208,6 +208,24 @@ class EnvConfig(Section):
         le=1,
         description="swarm only: share of the SFT orchestrator demonstrations that hand the look-ups to sub-agents (the rest do them serially with their own tools); empty: 0.5. A low share gives a serial-leaning start, as a single-agent policy would be.",
     )
+
+    tools: list[Literal["python"]] | None = Field(
+        None,
+        description="tool_math only: the tools the policy may call (`[python]`); `[]` gives the same task without tools (calls are answered `err no tool`, demonstrations never call one). Empty: every tool of the env.",
+    )
+    tool_fraction: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="tool_math only: share of the SFT demonstrations that call the tool (the rest answer at once); empty: 0.5.",
+    )
+
+    @model_validator(mode="after")
+    def _tool_keys_are_tool_math(self) -> "EnvConfig":
+        for key in ("tools", "tool_fraction"):
+            if getattr(self, key) is not None and self.name != "tool_math":
+                raise ValueError(f"env.{key} is for env tool_math (its tools), not {self.name!r}: drop it")
+        return self
 
     @model_validator(mode="after")
     def _dataset_keys(self) -> "EnvConfig":
@@ -275,6 +293,24 @@ class ParlConfig(Section):
     )
     subagent_temperature: float | None = Field(
         0.0, ge=0, description="Sampling temperature of the sub-agents (0: greedy); empty: rollout.temperature."
+    )
+
+
+class AgentConfig(Section):
+    """Used by agent envs with tools (`tool_math`): per-episode budgets of the turn loop (rollout/turn_loop.py). One turn is one line of at most `rollout.max_new_tokens` tokens."""
+
+    max_turns: int = Field(3, ge=1, description="Policy turns per episode; an episode that has not answered by then ends with `length` (scored as no answer).")
+    max_tool_calls: int = Field(2, ge=0, description="Tool calls per episode; later calls are not run and answered `err no tool calls left`.")
+    max_total_tokens: int = Field(
+        128, ge=16, description="Transcript cap (prompt + turns + observations); an episode that would pass it ends with `length`."
+    )
+    tool_timeout_s: float = Field(
+        10.0, gt=0, description="A tool call still running after this is answered `err timeout` and its episode goes on (the sandbox also kills a program at `sandbox.timeout_s`)."
+    )
+    lockstep_s: float = Field(
+        1.0,
+        ge=0,
+        description="How long the episodes of a round wait for each other's tool calls before the ready ones go on generating: fast tools keep the batch in lock step (reproducible sampling), a slow one holds back only its own episode.",
     )
 
 
@@ -403,6 +439,7 @@ class ExperimentConfig(Section):
     sandbox: SandboxConfig = Field(default_factory=SandboxConfig, description="Isolation of untrusted code and proofs (code, prover envs).")
     rewards: RewardsConfig = Field(default_factory=RewardsConfig, description="Reward components and their weight schedules.")
     parl: ParlConfig = Field(default_factory=ParlConfig, description="PARL orchestrator and sub-agent budgets (env `swarm`).")
+    agent: AgentConfig = Field(default_factory=AgentConfig, description="Turn, tool-call and token budgets of tool-using episodes (env `tool_math`).")
     algorithm: AlgorithmConfig = Field(default_factory=AlgorithmConfig, description="Advantages and policy loss.")
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig, description="Learner optimizer.")
     learner: LearnerConfig = Field(default_factory=LearnerConfig, description="Learner device, precision and memory.")
@@ -442,6 +479,16 @@ class ExperimentConfig(Section):
         return self
 
     @model_validator(mode="after")
+    def _agent_fits_context(self) -> "ExperimentConfig":
+        if self.env.name == "tool_math":
+            cap, turn = self.agent.max_total_tokens, self.rollout.max_new_tokens
+            if cap > self.policy.max_position_embeddings and not self.policy.path:
+                raise ValueError(f"agent.max_total_tokens ({cap}) exceeds policy.max_position_embeddings ({self.policy.max_position_embeddings})")
+            if turn >= cap:
+                raise ValueError(f"rollout.max_new_tokens ({turn}, one turn) must be below agent.max_total_tokens ({cap})")
+        return self
+
+    @model_validator(mode="after")
     def _verdict_credit_needs_the_reward(self) -> "ExperimentConfig":
         if self.algorithm.verdict_credit and "self_verification" not in self.rewards.root:
             raise ValueError("algorithm.verdict_credit splits the credit of the self_verification reward: add rewards.self_verification or set it to false")
@@ -449,7 +496,7 @@ class ExperimentConfig(Section):
 
     @model_validator(mode="after")
     def _chat_template_is_single_turn(self) -> "ExperimentConfig":
-        if self.policy.chat_template and self.env.name in ("swarm", "vision"):
+        if self.policy.chat_template and self.env.name in ("swarm", "vision", "tool_math"):
             raise ValueError(f"policy.chat_template renders single-turn text prompts; env {self.env.name!r} builds its own transcripts: set it to false")
         if self.policy.chat_template and not (self.policy.path or self.policy.tokenizer):
             raise ValueError("policy.chat_template needs a tokenizer with a chat template: set policy.path (or policy.tokenizer) to a Hugging Face folder that has one")

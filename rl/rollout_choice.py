@@ -1,5 +1,6 @@
-"""The rollout the trainer uses, chosen once per run: single-turn `collect`, or the PARL runtime
-for envs with sub-agents (which also gives the workers their frozen sub-agent policy)."""
+"""The rollout the trainer uses, chosen once per run: single-turn `collect`, the tool loop for
+agent envs with tools, or the PARL runtime for envs with sub-agents (which also gives the
+workers their frozen sub-agent policy)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from rollout.collect import collect
 from rollout.episode import Episode
 
 PARL_ENVS = ("swarm",)
+TOOL_ENVS = ("tool_math",)
 
 
 @dataclass(frozen=True)
@@ -26,6 +28,13 @@ def choose_rollout(cfg: ExperimentConfig, env, workers: list, model, policy_path
     """`policy_path` is the initial checkpoint (SFT result or policy.path); without one and without
     `parl.subagent_policy`, sub-agents get `model`'s current weights. `processor`: a VLM's
     processor (images in prompts), None for a text-only policy."""
+    if cfg.env.name in TOOL_ENVS:
+        from rl.tool_metrics import tool_metrics
+        from rollout.tool_rollout import ToolBudgets, ToolRollout
+
+        a = cfg.agent
+        budgets = ToolBudgets(a.max_turns, a.max_tool_calls, a.max_total_tokens, a.tool_timeout_s, a.lockstep_s, cfg.sandbox.workers)
+        return Rollout(ToolRollout(env, budgets), tool_metrics)
     if cfg.env.name not in PARL_ENVS:
         return Rollout(partial(collect, processor=processor), lambda episodes: {})
     from rollout.swarm.budgets import Budgets

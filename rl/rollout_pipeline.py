@@ -14,6 +14,11 @@ start of step s-k, after the weights of version s-k-1 were pushed, so it lags th
 workers report: a batch that lags more (e.g. a restarted worker that has no weights yet) is
 regenerated synchronously and counted in `rollout/stale_regenerated`.
 
+Multi-turn episodes (tool envs, PARL) take their later turns from whatever weights the workers
+hold by then, so the turns of one episode can come from different versions: each policy turn
+records its own (`Turn.policy_version`), its tokens carry their sampler's log-probs for the PPO
+ratio, and the episode counts as old as its oldest turn for the bound above.
+
 Tasks and sampling seeds depend only on (run seed, step), as in the synchronous loop, so the
 prefetched batch of step s holds the same tasks it would have held synchronously; only the
 policy that sampled them differs. Nothing in flight is checkpointed: after a resume the
@@ -30,7 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from envs.base import Task
-from rl.rollout_choice import PARL_ENVS, Rollout
+from rl.rollout_choice import Rollout
 from rl.staleness import staleness_metrics, too_stale
 from rl.task_sampling import sample_tasks
 from rollout.engines.base import SamplingParams
@@ -63,8 +68,6 @@ class RolloutPipeline:
         last_step: int,
     ):
         self.k = max_staleness
-        if self.k and env.name in PARL_ENVS:
-            raise ValueError(f"rollout.max_staleness={self.k}: asynchronous rollouts are implemented for single-turn envs, not env.name={env.name!r}")
         self.env, self.rollout, self.workers, self.params = env, rollout, workers, params
         self.tasks_per_step, self.group_size, self.level_weights, self.seed = tasks_per_step, group_size, level_weights, seed
         self.tokenizer = tokenizer

@@ -1,0 +1,3 @@
+from envs.tool_math.env import ToolMathEnv
+
+__all__ = ["ToolMathEnv"]
