@@ -29,13 +29,12 @@ from pathlib import Path
 import psutil
 
 REPO = Path(__file__).resolve().parents[1]
-ROLES = (
-    ("rollout worker", ("ray::RolloutWorker",)),
-    ("ray: idle workers", ("ray::IDLE", "default_worker.py")),
-    ("ray: gcs server", ("gcs_server",)),
-    ("ray: raylet", ("raylet",)),
-    ("ray: dashboard + agents", ("dashboard", "agent.py", "runtime_env")),
+ROLES = (  # matched in order, case-insensitively, against the command line
+    ("rollout worker", ("ray::rolloutworker",)),
+    ("ray: idle workers", ("ray::idle", "default_worker.py")),
+    ("ray: dashboard + agents", ("dashboard", "runtimeenvagent", "agent.py")),
     ("ray: log monitor", ("log_monitor",)),
+    ("ray: autoscaler monitor", ("autoscaler", "monitor.py")),
 )
 
 
@@ -43,13 +42,21 @@ def role_of(proc: psutil.Process, driver_pid: int) -> str:
     if proc.pid == driver_pid:
         return "driver (trainer, learner)"
     try:
-        cmd = " ".join(proc.cmdline())
+        argv = proc.cmdline()
     except (psutil.NoSuchProcess, psutil.AccessDenied):
         return "other"
+    binary = Path(argv[0]).name if argv else ""
+    if binary in ("raylet", "gcs_server"):  # their flags name the dashboard and the other services
+        return f"ray: {binary.replace('_', ' ')}"
+    cmd = " ".join(argv).lower()
     for role, marks in ROLES:
         if any(m in cmd for m in marks):
             return role
+    OTHERS.add(binary if not binary.startswith("python") else next((Path(a).name for a in argv[1:] if a.endswith(".py")), " ".join(argv)))
     return "other"
+
+
+OTHERS: set[str] = set()  # what "other" was, for the report
 
 
 def sample(driver_pid: int) -> tuple[dict[str, int], int, int]:
@@ -105,6 +112,8 @@ def main() -> None:
     print(f"| **tree, RSS** | **{peak_rss / mib:.0f}** | |")
     if peak_pss:
         print(f"| tree, PSS (shared pages counted once) | {peak_pss / mib:.0f} | |")
+    if OTHERS:
+        print(f"\nother: {', '.join(sorted(OTHERS))}")
     if args.trl_mib:
         print(f"\nTRL's row (one process, vs_trl.py): {args.trl_mib:.0f} MiB; the tree's RSS is {peak_rss / mib / args.trl_mib:.2f}x it"
               + (f", its PSS {peak_pss / mib / args.trl_mib:.2f}x" if peak_pss else ""))

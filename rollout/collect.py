@@ -7,9 +7,9 @@ import time
 from transformers import PreTrainedTokenizerBase
 
 from envs.base import Task
+from rollout import worker as rollout_worker
 from rollout.engines.base import SamplingParams
 from rollout.episode import Episode, Turn
-from rollout import worker as rollout_worker
 
 
 def encode_prompt(tokenizer: PreTrainedTokenizerBase, task: Task, processor=None) -> list[int] | dict:

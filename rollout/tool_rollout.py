@@ -17,13 +17,12 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
-from envs import syntax as S
 from envs.actions import ParseError, ToolCall, parse_subagent_turn
 from envs.base import Step, Task
 from rollout import worker as rollout_worker
 from rollout.engines.base import SamplingParams
 from rollout.episode import Episode
-from rollout.transcript import encode, line_params, observation_turn
+from rollout.transcript import encode, line_params
 from rollout.turn_loop import Generate, LoopBudgets, run_turns
 
 NO_CALLS_LEFT = "err no tool calls left"
@@ -101,8 +100,7 @@ def play(env, episodes: list[Episode], owner: list[Task], generate: Generate, to
             episodes,
             generate,
             act,
-            lambda text, stage: observation_turn(tokenizer, S.observation([text]), stage),
-            lambda ids: tokenizer.decode(ids, skip_special_tokens=True),
+            tokenizer,
             LoopBudgets(b.max_turns, b.max_total_tokens, b.tool_timeout_s, b.lockstep_s),
             max_new_tokens,
             stamp_stages=True,

@@ -28,10 +28,11 @@ from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass
 from typing import Callable, Sequence, Union
 
+from envs import syntax as S
 from envs.base import Step
 from rollout.engines.base import Completion
 from rollout.episode import Episode, Turn
-from rollout.transcript import transcript_ids
+from rollout.transcript import observation_turn, transcript_ids
 
 TIMEOUT_OBSERVATION = "err timeout"
 
@@ -48,7 +49,7 @@ class LoopBudgets:
 Act = Callable[[list[tuple[int, str]]], Sequence[Union[Step, Future]]]
 # generate(prompts, round) -> one completion per prompt
 Generate = Callable[[list[list[int]], int], list[Completion]]
-# observation text -> its untrained turn
+# observation text, turn index -> its untrained turn (`>text` on a line of its own)
 Observe = Callable[[str, int], Turn]
 
 
@@ -56,8 +57,7 @@ def run_turns(
     episodes: list[Episode],
     generate: Generate,
     act: Act,
-    observe: Observe,
-    decode: Callable[[list[int]], str],
+    tokenizer,
     budgets: LoopBudgets,
     max_new_tokens: int,
     *,
@@ -65,11 +65,15 @@ def run_turns(
     stamp_stages: bool = False,
 ) -> None:
     """Run every episode of `episodes` to its end, in place; each gets a `finish_reason`.
+    Turns are decoded with `tokenizer`; an observation is appended as the line `>text`.
 
     `stamp_stages`: each assistant turn and its observation carry the episode's turn index as
     `Turn.stage` (a PARL orchestrator's turn t is its stage t). Each assistant turn carries the
     weights version that sampled it, the episode the oldest of them.
     """
+    def observe(text: str, stage: int) -> Turn:
+        return observation_turn(tokenizer, S.observation([text]), stage)
+
     turns_taken = [0] * len(episodes)
     pending: dict[int, list] = {}  # episode -> [its step (a Future), when it started running or None, turn index]
     live = [i for i, ep in enumerate(episodes) if not ep.finish_reason]
@@ -88,7 +92,7 @@ def run_turns(
             completions = generate([transcript_ids(episodes[i]) for i in ready], round_)
             texts = []
             for i, c in zip(ready, completions):
-                text = decode(c.token_ids)
+                text = tokenizer.decode(c.token_ids, skip_special_tokens=True)
                 stage = turns_taken[i] if stamp_stages else 0
                 episodes[i].turns.append(
                     Turn(role="assistant", text=text, token_ids=c.token_ids, logprobs=c.logprobs, trainable=trainable, stage=stage, policy_version=c.policy_version)

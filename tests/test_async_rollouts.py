@@ -104,16 +104,6 @@ def test_every_batch_respects_the_staleness_bound_and_it_is_logged(tmp_path, ray
         assert _metric(run_dir, "time/rollout_wait_s")
 
 
-def test_async_rollouts_refuse_the_parl_env():
-    from rl.rollout_pipeline import RolloutPipeline
-
-    from rl.experiment_env import experiment_env
-
-    env = experiment_env(load_config("experiments/swarm_parl.yaml"))
-    with pytest.raises(ValueError, match="rollout.max_staleness"):
-        RolloutPipeline(env, None, [], None, SamplingParams(), tasks_per_step=1, group_size=2, level_weights=None, seed=0, max_staleness=1, last_step=1)
-
-
 def test_config_bounds_max_staleness():
     from rl.config import ConfigError
 

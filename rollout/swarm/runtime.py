@@ -28,7 +28,7 @@ from rollout.swarm.budgets import Budgets
 from rollout.swarm.stage import run_stage
 from rollout.swarm.subagent import result_of
 from rollout.swarm.turn import execute_turn
-from rollout.transcript import encode, line_params, observation_turn
+from rollout.transcript import encode, line_params
 from rollout.turn_loop import LoopBudgets, run_turns
 
 
@@ -91,8 +91,7 @@ class SwarmRollout:
             episodes,
             generate,
             act,
-            lambda text, stage: observation_turn(tokenizer, S.observation([text]), stage),
-            lambda ids: tokenizer.decode(ids, skip_special_tokens=True),
+            tokenizer,
             LoopBudgets(max_turns=b.max_stages, max_total_tokens=b.max_total_tokens),
             params.max_new_tokens,
             stamp_stages=True,

@@ -19,7 +19,7 @@ from envs.base import Step
 from rollout.engines.base import SamplingParams
 from rollout.episode import Episode
 from rollout.swarm.budgets import Budgets
-from rollout.transcript import encode, observation_turn
+from rollout.transcript import encode
 from rollout.turn_loop import LoopBudgets, run_turns
 
 
@@ -72,8 +72,7 @@ def run_subagents(
             episodes,
             lambda prompts, step: engine.generate(prompts, params, seed * 131 + step),
             act,
-            lambda text, stage: observation_turn(tokenizer, S.observation([text]), stage),
-            lambda ids: tokenizer.decode(ids, skip_special_tokens=True),
+            tokenizer,
             LoopBudgets(max_turns=budgets.max_subagent_steps, max_total_tokens=budgets.max_subagent_tokens),
             params.max_new_tokens,
             trainable=False,
