@@ -161,6 +161,15 @@ class RolloutConfig(Section):
     batch_size: int = Field(256, ge=1, description="Prompts per generate call inside a worker.")
 
 
+# keys that only one env reads: (env, what they are for); set for another env, they are an error
+ENV_ONLY_KEYS = {
+    **dict.fromkeys(("path", "eval_path", "solution_key", "level_key"), ("dataset", "rows of a file")),
+    "parallel_fraction": ("swarm", "its SFT demonstrations"),
+    "tools": ("tool_math", "its tools"),
+    "tool_fraction": ("tool_math", "its SFT demonstrations"),
+}
+
+
 class EnvConfig(Section):
     name: Literal["math", "code", "prover", "swarm", "vision", "dataset", "tool_math"] = Field(
         ...,
@@ -221,19 +230,15 @@ class EnvConfig(Section):
     )
 
     @model_validator(mode="after")
-    def _tool_keys_are_tool_math(self) -> "EnvConfig":
-        for key in ("tools", "tool_fraction"):
-            if getattr(self, key) is not None and self.name != "tool_math":
-                raise ValueError(f"env.{key} is for env tool_math (its tools), not {self.name!r}: drop it")
+    def _keys_of_one_env(self) -> "EnvConfig":
+        for key, (env, what) in ENV_ONLY_KEYS.items():
+            if getattr(self, key) is not None and self.name != env:
+                raise ValueError(f"env.{key} is for env {env} ({what}), not {self.name!r}: drop it")
         return self
 
     @model_validator(mode="after")
     def _dataset_keys(self) -> "EnvConfig":
-        keys = ("path", "eval_path", "solution_key", "level_key")
         if self.name != "dataset":
-            stray = [k for k in keys if getattr(self, k) is not None]
-            if stray:
-                raise ValueError(f"env.{stray[0]} is for env dataset (rows of a file), not {self.name!r}: drop it")
             return self
         if not self.path:
             raise ValueError("env.name 'dataset' reads its rows from a file: set env.path to a .parquet or .jsonl file")
@@ -242,12 +247,6 @@ class EnvConfig(Section):
         from envs.dataset.rows import check_dataset_files
 
         check_dataset_files(self.path, self.eval_path, self.prompt_key, self.answer_key, self.verifier, self.entry_point_key, self.solution_key, self.level_key)
-        return self
-
-    @model_validator(mode="after")
-    def _parallel_fraction_is_swarm(self) -> "EnvConfig":
-        if self.parallel_fraction is not None and self.name != "swarm":
-            raise ValueError(f"env.parallel_fraction is for env swarm (its SFT demonstrations), not {self.name!r}: drop it")
         return self
 
     @model_validator(mode="after")

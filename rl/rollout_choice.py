@@ -33,7 +33,10 @@ def choose_rollout(cfg: ExperimentConfig, env, workers: list, model, policy_path
         from rollout.tool_rollout import ToolBudgets, ToolRollout
 
         a = cfg.agent
-        budgets = ToolBudgets(a.max_turns, a.max_tool_calls, a.max_total_tokens, a.tool_timeout_s, a.lockstep_s, cfg.sandbox.workers)
+        budgets = ToolBudgets(
+            max_turns=a.max_turns, max_total_tokens=a.max_total_tokens, tool_timeout_s=a.tool_timeout_s, lockstep_s=a.lockstep_s,
+            max_tool_calls=a.max_tool_calls, tool_workers=cfg.sandbox.workers,
+        )
         return Rollout(ToolRollout(env, budgets), tool_metrics)
     if cfg.env.name not in PARL_ENVS:
         return Rollout(partial(collect, processor=processor), lambda episodes: {})

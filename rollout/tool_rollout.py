@@ -29,12 +29,13 @@ NO_CALLS_LEFT = "err no tool calls left"
 
 
 @dataclass(frozen=True)
-class ToolBudgets:
+class ToolBudgets(LoopBudgets):
+    """The loop's budgets plus the tool calls'."""
+
     max_turns: int = 3
-    max_tool_calls: int = 2
     max_total_tokens: int = 128
     tool_timeout_s: float = 10.0
-    lockstep_s: float = 1.0
+    max_tool_calls: int = 2
     tool_workers: int = 4  # tool calls run at once
 
 
@@ -101,7 +102,7 @@ def play(env, episodes: list[Episode], owner: list[Task], generate: Generate, to
             generate,
             act,
             tokenizer,
-            LoopBudgets(b.max_turns, b.max_total_tokens, b.tool_timeout_s, b.lockstep_s),
+            b,
             max_new_tokens,
             stamp_stages=True,
         )

@@ -66,15 +66,15 @@ class SwarmRollout:
         def act(turns: list[tuple[int, str]]) -> list[Step]:
             """Execute every episode's turn, then run all their assignments as one stage."""
             nonlocal stage_s
+            stage = episodes[turns[0][0]].turns[-1].stage  # the turn index, the same for all: lock step
             outcomes, specs = [], []
             for i, text in turns:
                 ep = episodes[i]
-                stage = ep.turns[-1].stage
                 out = execute_turn(text, roles[i], self.env.call_tool, stage, b, parent=ep.task_id, group=ep.group)
                 outcomes.append((out, len(specs)))
                 specs.extend(out.specs)
             ts = time.perf_counter()
-            subs = run_stage(workers, specs, sub_params, b, self.env_spec, seed * 64 + episodes[turns[0][0]].turns[-1].stage)
+            subs = run_stage(workers, specs, sub_params, b, self.env_spec, seed * 64 + stage)
             stage_s += time.perf_counter() - ts
             results = []
             for (i, _), (out, offset) in zip(turns, outcomes):

@@ -28,6 +28,6 @@ def run_stage(workers: list, specs: list[SubagentSpec], params: SamplingParams, 
         return lambda w: w.run_subagents.remote(specs[bounds[i] : bounds[i + 1]], params, budgets, env_spec, seed * 1000 + i)
 
     out = [ep for _, episodes in run_shards(workers, [(i, shard(i)) for i in range(n)]) for ep in episodes]
-    if len(out) != len(specs):  # only when a worker restarted before any weights were pushed
-        raise RuntimeError(f"a stage of {len(specs)} sub-agents returned {len(out)}: a restarted rollout worker has no sub-agent policy")
+    if len(out) != len(specs):  # a worker without a sub-agent policy whose answer run_shards could not refuse (no weights pushed yet)
+        raise RuntimeError(f"a stage of {len(specs)} sub-agents returned {len(out)}: a rollout worker has no sub-agent policy (load_subagent_policy)")
     return out

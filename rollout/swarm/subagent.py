@@ -2,9 +2,9 @@
 
 A batch of sub-agents advances in lock step through the turn loop (`rollout.turn_loop`): each
 round generates the next turn of every live sub-agent in one engine call, parses it, runs its
-tool or takes its answer. A sub-agent ends
-with `finish_reason` "stop" when it answers, "length" when it runs out of steps or tokens, and
-"error" if something raised; only an answer is a usable result.
+tool or takes its answer. A sub-agent ends with `finish_reason` "stop" when it answers, "length"
+when it runs out of steps or tokens, and "error" if something raised; only an answer is a usable
+result.
 """
 
 from __future__ import annotations
