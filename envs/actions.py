@@ -5,7 +5,10 @@ actions separated by `;`, each a one-character keyword followed by its arguments
 
     +NAME INSTR          spawn: define sub-agent NAME (1-3 of [a-z0-9], first a letter) with
                          instructions INSTR (free text)
-    @NAME[,NAME] TASK    assign: run one instance of each named sub-agent on TASK
+    @NAME[,NAME] TASK    assign: run one instance of each named sub-agent on TASK; in envs
+                         whose prompt shows a list of items (swarm), TASK may point at them
+                         by 1-based index instead of copying them: `@a 3`, `@a 1-16` (one
+                         instance per item of the range)
     ?QUERY               search tool
     #EXPR                calculator tool (integers, + - * and parentheses)
     $CODE                python tool: one line of Python without `;`, run in the sandbox
@@ -39,6 +42,7 @@ from envs import syntax as S
 from envs.base import Step
 
 NAME = re.compile(r"[a-z][a-z0-9]{0,2}")
+ITEM_REF = re.compile(r"(\d{1,3})(?:-(\d{1,3}))?")
 MAX_ACTIONS = 16
 
 
@@ -126,8 +130,21 @@ def _action(item: str) -> Action:
             raise ParseError("bad name")
         if not task.strip():
             raise ParseError("no task")
+        if item_refs(task.strip()) == range(0):
+            raise ParseError("bad range")
         return Assign(parts, task.strip())
     raise ParseError("unknown action")
+
+
+def item_refs(task: str) -> range | None:
+    """The 1-based item indices an assignment's task points at (`3` → 3, `2-5` → 2..5), an empty
+    range for a malformed one (`0`, `5-2`), None when the task is text, not an index."""
+    m = ITEM_REF.fullmatch(task)
+    if m is None:
+        return None
+    first = int(m.group(1))
+    last = int(m.group(2)) if m.group(2) else first
+    return range(first, last + 1) if 1 <= first <= last else range(0)
 
 
 def tool_step(text: str, call_tool) -> Step:

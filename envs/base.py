@@ -75,6 +75,8 @@ class Env(Protocol):
     Agent envs (multi-turn, with tools: `tool_math`, and `swarm`'s sub-agents) also have
     `step(task, action_text) -> Step`: one turn of the action syntax (`envs.actions`), a tool
     call run or an answer taken, never raising. The turn loop (`rollout.turn_loop`) drives it.
+    An env whose prompt shows a list of work items (`swarm`) has `items(task) -> list[str]`,
+    what an orchestrator's index assignment (`@a 1-16`) points at.
     """
 
     name: str

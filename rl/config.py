@@ -91,6 +91,13 @@ class SFTConfig(Section):
         None, gt=0, description="Apply QK-Clip with this threshold after every SFT step (empty: off). Bounded attention logits keep the RL start smooth."
     )
     cache: bool = Field(True, description="Reuse a finished SFT checkpoint with the same policy/env/sft settings.")
+    group_by_length: bool = Field(
+        False,
+        description="Batch demonstrations of similar length together, the batches in random order (`rl.sft.length_grouped_order`): fewer pad tokens where lengths differ widely (swarm at width 16: 30-token sub-agent transcripts beside 500-token serial ones; 3.3x faster per step, measured).",
+    )
+    torch_threads: int | None = Field(
+        None, ge=1, description="CPU threads of the bootstrap (nothing else runs during it); empty: `run.torch_threads`. Not part of the cache key."
+    )
     self_verdict_problems: int = Field(
         0,
         ge=0,
@@ -199,7 +206,7 @@ class EnvConfig(Section):
     )
     system_prompt: str | None = Field(None, description="With policy.chat_template: a system message before every task; empty: none.")
     levels: list[int] = Field(
-        [1, 2, 3], min_length=1, description="Difficulty levels to sample from (math: 1-6, code: 1-3, prover: 1-3, swarm: task width 1-8, vision: 1-3, tool_math: 1-4)."
+        [1, 2, 3], min_length=1, description="Difficulty levels to sample from (math: 1-6, code: 1-3, prover: 1-3, swarm: task width 1-16, vision: 1-3, tool_math: 1-4)."
     )
     level_weights: dict[int, float] | None = Field(
         None,
@@ -293,10 +300,15 @@ class ParlConfig(Section):
     subagent_temperature: float | None = Field(
         0.0, ge=0, description="Sampling temperature of the sub-agents (0: greedy); empty: rollout.temperature."
     )
+    tool_workers: int = Field(
+        16,
+        ge=1,
+        description="Tool calls that run at once in each process (the driver's orchestrators, each worker's sub-agents); a wider stage waits for threads. Timeouts and lock step: `agent.tool_timeout_s`, `agent.lockstep_s`.",
+    )
 
 
 class AgentConfig(Section):
-    """Used by agent envs with tools (`tool_math`): per-episode budgets of the turn loop (rollout/turn_loop.py). One turn is one line of at most `rollout.max_new_tokens` tokens."""
+    """Used by agent envs with tools (`tool_math`): per-episode budgets of the turn loop (rollout/turn_loop.py). One turn is one line of at most `rollout.max_new_tokens` tokens. PARL (`swarm`) uses `tool_timeout_s` and `lockstep_s`; its budgets are in `parl`."""
 
     max_turns: int = Field(3, ge=1, description="Policy turns per episode; an episode that has not answered by then ends with `length` (scored as no answer).")
     max_tool_calls: int = Field(2, ge=0, description="Tool calls per episode; later calls are not run and answered `err no tool calls left`.")
@@ -438,7 +450,7 @@ class ExperimentConfig(Section):
     sandbox: SandboxConfig = Field(default_factory=SandboxConfig, description="Isolation of untrusted code and proofs (code, prover envs).")
     rewards: RewardsConfig = Field(default_factory=RewardsConfig, description="Reward components and their weight schedules.")
     parl: ParlConfig = Field(default_factory=ParlConfig, description="PARL orchestrator and sub-agent budgets (env `swarm`).")
-    agent: AgentConfig = Field(default_factory=AgentConfig, description="Turn, tool-call and token budgets of tool-using episodes (env `tool_math`).")
+    agent: AgentConfig = Field(default_factory=AgentConfig, description="Turn, tool-call and token budgets of tool-using episodes (env `tool_math`); tool timeout and lock step of PARL episodes too (env `swarm`).")
     algorithm: AlgorithmConfig = Field(default_factory=AlgorithmConfig, description="Advantages and policy loss.")
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig, description="Learner optimizer.")
     learner: LearnerConfig = Field(default_factory=LearnerConfig, description="Learner device, precision and memory.")
@@ -655,7 +667,7 @@ class ExperimentConfig(Section):
         `sft.seed` is left out: the seed in effect (`sft_seed`) names the cache folder; so are the
         verdict bootstrap's keys, which key its own cache on top of this one (`rl.sft_verdicts`), and
         `policy.lora`: the bootstrap is a full fine-tune, whatever RL trains afterwards."""
-        return self.fingerprint("policy", "env", "sft", exclude={"policy": {"lora"}, "env": {"level_weights"}, "sft": {"seed", "self_verdict_problems", "self_verdict_samples"}})
+        return self.fingerprint("policy", "env", "sft", exclude={"policy": {"lora"}, "env": {"level_weights"}, "sft": {"seed", "self_verdict_problems", "self_verdict_samples", "torch_threads"}})
 
     @property
     def sft_seed(self) -> int:

@@ -47,6 +47,9 @@ def choose_rollout(cfg: ExperimentConfig, env, workers: list, model, policy_path
     path = cfg.parl.subagent_policy or policy_path
     load_subagent_policy(workers, path, None if path else model.state_dict())
     p = cfg.parl
-    budgets = Budgets(p.max_stages, p.max_subagents_per_stage, p.max_subagent_steps, p.max_total_tokens, p.max_subagent_tokens)
+    budgets = Budgets(
+        p.max_stages, p.max_subagents_per_stage, p.max_subagent_steps, p.max_total_tokens, p.max_subagent_tokens,
+        tool_workers=p.tool_workers, tool_timeout_s=cfg.agent.tool_timeout_s, lockstep_s=cfg.agent.lockstep_s,
+    )
     runtime = SwarmRollout(env, {"name": cfg.env.name, "kwargs": env_kwargs(cfg)}, budgets, p.subagent_temperature)
     return Rollout(runtime, parl_metrics)

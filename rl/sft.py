@@ -84,7 +84,20 @@ def fit(cfg: ExperimentConfig, model, tokenizer, examples: list[dict], work: Pat
     """Fine-tune `model` on `examples` (prompt/completion pairs, or pre-tokenised `segment_masked`
     rows) with TRL's `SFTTrainer` and the `sft` settings; the result goes to `work` (with `DONE`)."""
     import torch
+
+    threads_before = torch.get_num_threads()  # the learner that runs after the bootstrap keeps its own
+    threads = cfg.sft.torch_threads or cfg.run.torch_threads
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        _train(cfg, model, tokenizer, examples, work, log=log, epochs=epochs)
+    finally:
+        torch.set_num_threads(threads_before)
+
+
+def _train(cfg: ExperimentConfig, model, tokenizer, examples: list[dict], work: Path, *, log, epochs: float | None) -> None:
     import datasets
+    import torch
     from datasets import Dataset
     from transformers.utils import logging as hf_logging
     from trl import SFTConfig as TRLSFTConfig
@@ -94,8 +107,9 @@ def fit(cfg: ExperimentConfig, model, tokenizer, examples: list[dict], work: Pat
 
     hf_logging.set_verbosity_error()
     datasets.disable_progress_bars()
-    if cfg.run.torch_threads:
-        torch.set_num_threads(cfg.run.torch_threads)
+    if cfg.sft.group_by_length:
+        order = length_grouped_order([_length(e) for e in examples], cfg.sft.batch_size, np.random.default_rng([cfg.sft_seed, 104729]))
+        examples = [examples[i] for i in order]
     data = Dataset.from_list(examples)
     shutil.rmtree(work, ignore_errors=True)
     args = TRLSFTConfig(
@@ -117,6 +131,7 @@ def fit(cfg: ExperimentConfig, model, tokenizer, examples: list[dict], work: Pat
         # TRL defaults to bf16 autocast; on CPU that is ~20x slower than fp32 for a model this size.
         bf16=torch.cuda.is_available() and torch.cuda.is_bf16_supported(),
         dataloader_num_workers=0,
+        train_sampling_strategy="sequential" if cfg.sft.group_by_length else "random",  # grouped: the order above
         disable_tqdm=not cfg.tracking.progress,
     )
     t0 = time.perf_counter()
@@ -127,6 +142,32 @@ def fit(cfg: ExperimentConfig, model, tokenizer, examples: list[dict], work: Pat
     shutil.rmtree(work / "trainer", ignore_errors=True)
     save_policy(trainer.model, tokenizer, work)
     (work / "DONE").write_text(f"steps={result.global_step}\nloss={result.training_loss}\n")
+
+
+def length_grouped_order(lengths: list[int], batch_size: int, rng: np.random.Generator, window: int = 50) -> list[int]:
+    """An epoch's order in which each run of `batch_size` examples has similar lengths (few pad
+    tokens) and the batches come in random order: shuffle, sort each window of `window` batches by
+    length, cut it into batches, shuffle the batches.
+
+    transformers' length-grouped sampler keeps each window's batches longest first, so a mix of
+    kinds of demonstration arrives as runs of one kind; on the swarm bootstrap at width 16 that
+    left the policy far behind a random order after the same steps (loss 2.14 against 1.78 after
+    150 steps), while this order keeps the kinds interleaved."""
+    idx = rng.permutation(len(lengths)).tolist()
+    span = window * batch_size
+    batches = []
+    for start in range(0, len(idx), span):
+        chunk = sorted(idx[start : start + span], key=lambda i: lengths[i])
+        batches += [chunk[k : k + batch_size] for k in range(0, len(chunk), batch_size)]
+    full = [batches[j] for j in rng.permutation(len(batches)) if len(batches[j]) == batch_size]
+    short = [b for b in batches if len(b) < batch_size]  # last: the loader cuts every batch_size examples
+    return [i for b in full + short for i in b]
+
+
+def _length(example: dict) -> int:
+    if "input_ids" in example:
+        return len(example["input_ids"])
+    return len(example.get("prompt", "")) + len(example.get("completion", ""))
 
 
 def _qk_clip_callback_base():

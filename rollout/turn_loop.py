@@ -74,6 +74,7 @@ def run_turns(
     def observe(text: str, stage: int) -> Turn:
         return observation_turn(tokenizer, S.observation([text]), stage)
 
+    t0 = time.perf_counter()
     turns_taken = [0] * len(episodes)
     pending: dict[int, list] = {}  # episode -> [its step (a Future), when it started running or None, turn index]
     live = [i for i, ep in enumerate(episodes) if not ep.finish_reason]
@@ -109,8 +110,18 @@ def run_turns(
         if pending:
             _settle(episodes, pending, observe, budgets, stamp_stages, others_ready=any(i not in pending for i in live))
             live = [i for i in live if not episodes[i].finish_reason]
+        _stamp_latency(episodes, t0)
     for ep in episodes:  # an episode is as old as its oldest turn
         ep.policy_version = min((t.policy_version for t in ep.turns if t.role == "assistant"), default=ep.policy_version)
+
+
+def _stamp_latency(episodes: list[Episode], t0: float) -> None:
+    """`timings["latency_s"]`: seconds from the loop's start to the episode's end (its critical
+    path, waits for tools and for the batch's generate calls included)."""
+    now = time.perf_counter()
+    for ep in episodes:
+        if ep.finish_reason and "latency_s" not in ep.timings:
+            ep.timings["latency_s"] = now - t0
 
 
 def _settle(episodes, pending, observe, budgets: LoopBudgets, stamp_stages: bool, others_ready: bool) -> None:

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 
+from envs import syntax as S
 from envs.actions import Answer, Assign, ParseError, Spawn, ToolCall, parse_subagent_turn, parse_turn
 from envs.swarm import SwarmEnv
 from rewards.critical_path import critical_steps, stages_of, total_steps
@@ -48,6 +49,9 @@ from rollout.swarm.turn import execute_turn
         ("?kob\n?tam", "one line per turn"),
         (";".join(["?kob"] * 17), "over 16 actions"),
         ("\x00\x01", "unknown action"),
+        ("@a 0", "bad range"),
+        ("@a 7-3", "bad range"),
+        ("@a 0-2", "bad range"),
     ],
 )
 def test_parser_rejects_malformed_turns(line, reason):
@@ -64,6 +68,7 @@ def test_parser_reads_every_action():
         ToolCall("calc", "3*4"),
         Answer("kob 1,tam 2"),
     ]
+    assert parse_turn("@a 1-16;@b 3") == [Assign(("a",), "1-16"), Assign(("b",), "3")]  # items by index (swarm)
     assert parse_subagent_turn("?kob\n") == ToolCall("search", "kob")
     for bad, reason in [("+a age", "cannot spawn"), ("@a kob", "cannot spawn"), ("?kob;=1", "one action")]:
         with pytest.raises(ParseError, match=reason):
@@ -99,6 +104,39 @@ def test_execute_turn_errors_become_observations():
     # roles persist across turns; an answer ends the turn's work
     done = execute_turn("@c y;=y 1", roles, env.call_tool, 1, budgets)
     assert done.answer == "y 1" and done.specs[0].instructions == "pin"
+
+
+def test_index_assignments_point_at_the_items_the_prompt_shows():
+    """`@a 1-16` runs one instance per item, on the item itself; the observation the runtime
+    builds from their answers is the one the parallel demonstration trains on."""
+    env = SwarmEnv(levels=(16,))
+    task = env.sample(1, np.random.default_rng(3))[0]
+    names, attr = env.items(task), task.payload["attribute"]
+    assert len(names) == 16 and task.prompt.startswith(f"{attr} 16: ")
+    first_line, demo_obs = env.parallel_transcript(task).splitlines()[:2]
+    assert first_line == f"+a {attr};@a 1-16"
+    out = execute_turn(first_line, {}, env.call_tool, 0, Budgets(max_subagents_per_stage=16), items=names)
+    assert [s.task for s in out.specs] == names and {s.instructions for s in out.specs} == {attr}
+    answers = [str(env.corpus.facts[s.task][attr]) for s in out.specs]
+    assert ">" + S.SEP.join(f"{out.specs[i].task} {answers[i]}" for i in out.items) == demo_obs
+
+    roles = {"a": attr}
+    one = execute_turn("@a 3;@a 15-16", roles, env.call_tool, 0, Budgets(), items=names)
+    assert [s.task for s in one.specs] == [names[2], names[14], names[15]]
+    # past the list: an error item, nothing runs; a bad range is a parse error
+    past = execute_turn("@a 15-17", roles, env.call_tool, 0, Budgets(), items=names)
+    assert past.items == ["err no item 17"] and past.specs == []
+    assert execute_turn("@a 5-2", roles, env.call_tool, 0, Budgets(), items=names).items == ["err bad range"]
+    assert execute_turn("@a 0", roles, env.call_tool, 0, Budgets(), items=names).items == ["err bad range"]
+    # the stage budget cuts a range like a list of assignments; an unknown agent is one error
+    capped = execute_turn("@a 1-4;@b 1-4", roles, env.call_tool, 0, Budgets(max_subagents_per_stage=2), items=names)
+    assert capped.items == [0, 1, f"{names[2]} fail", f"{names[3]} fail", "err no agent b"]
+    # two roles on one range: every role on every item
+    roles["b"] = "pin"
+    both = execute_turn("@a,b 1-2", roles, env.call_tool, 0, Budgets(), items=names)
+    assert [(s.name, s.task) for s in both.specs] == [("a", names[0]), ("a", names[1]), ("b", names[0]), ("b", names[1])]
+    # without an item list (an env whose prompt shows none), digits are the task's text
+    assert [s.task for s in execute_turn("@a 1-2", roles, env.call_tool, 0, Budgets()).specs] == ["1-2"]
 
 
 # ----------------------------------------------------------------------------- critical path
@@ -191,7 +229,7 @@ def _kill(workers):
 GREEDY = SamplingParams(max_new_tokens=6, temperature=0.0)
 
 
-def test_a_stage_of_k_subagents_on_k_workers_takes_about_the_time_of_one(ray_session, tmp_path):
+def test_a_stage_of_k_subagents_takes_about_the_time_of_one(ray_session, tmp_path):
     from policies.tokenizer import load_tokenizer
     from rollout.swarm.stage import run_stage
     from rollout.transcript import line_params
@@ -207,19 +245,21 @@ def test_a_stage_of_k_subagents_on_k_workers_takes_about_the_time_of_one(ray_ses
         specs = [SubagentSpec("a", "age", f"e{k}", stage=0) for k in range(3)]
         run_stage(workers, specs, params, budgets, env_spec, seed=0)  # warm-up: env built in each worker
 
-        def timed(ws, sp):
+        def timed(ws, sp, b=budgets):
             t0 = time.perf_counter()
-            subs = run_stage(ws, sp, params, budgets, env_spec, seed=1)
+            subs = run_stage(ws, sp, params, b, env_spec, seed=1)
             return time.perf_counter() - t0, subs
 
         one, subs1 = timed(workers, specs[:1])
         three, subs3 = timed(workers, specs)
-        serial, _ = timed(workers[:1], specs)  # the same three sub-agents on one worker
-        for sub in subs1 + subs3:  # each made exactly one (slow) search call and ran out of steps
+        pooled, subs_pooled = timed(workers[:1], specs)  # the same three on one worker: their tool calls overlap in its pool
+        serial, _ = timed(workers[:1], specs, Budgets(max_subagent_steps=1, tool_workers=1))  # ... or run one at a time
+        for sub in subs1 + subs3 + subs_pooled:  # each made exactly one (slow) search call and ran out of steps
             assert [t.role for t in sub.turns] == ["assistant", "tool"] and sub.turns[0].text == "??????"
             assert sub.turns[1].text == ">none\n" and sub.finish_reason == "length"
         assert one >= 1.0 and serial >= 3.0
         assert three < 1.5 * one, f"3 sub-agents on 3 workers took {three:.2f}s vs {one:.2f}s for one"
+        assert pooled < 1.5 * one, f"3 sub-agents on one worker took {pooled:.2f}s vs {one:.2f}s for one"
     finally:
         _kill(workers)
 

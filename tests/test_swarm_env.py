@@ -44,7 +44,7 @@ def test_training_and_heldout_tasks_use_disjoint_entities(env):
     assert env.eval_tasks(40) == held  # fixed
     assert {t.payload["level"] for t in train} == {2, 4}
     for t in train[:20]:
-        assert len(t.payload["entities"]) == t.payload["level"] == len(t.prompt.split()) - 1
+        assert len(t.payload["entities"]) == t.payload["level"] == len(t.prompt.split()) - 2 == int(t.prompt.split()[1].rstrip(":"))
 
 
 def test_item_f1_partial_credit():
@@ -79,7 +79,7 @@ def test_oracle_transcripts_pass_and_differ_in_shape(env):
         assert env.verify(task, serial).passed and env.verify(task, parallel).passed
         n = task.payload["level"]
         assert serial.count("?") == n and "@" not in serial
-        assert parallel.count("@") == n and "?" not in parallel
+        assert parallel.count("@") == 1 and f"@a 1-{n}\n" in parallel and "?" not in parallel
         # compact enough for the character-level policies
         assert len(task.prompt + serial) <= 32 * n + 30
 

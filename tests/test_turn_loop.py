@@ -232,3 +232,50 @@ def test_time_queued_behind_other_calls_does_not_count_toward_the_timeout():
         lines[t.prompt + f"?{name}\n>{env.corpus.record(name)}\n"] = "=done 1\n"
     eps, _ = _play(env, tasks, lines, tool_timeout_s=1.0, lockstep_s=0.05, tool_workers=1)
     assert all(e.finish_reason == "stop" and TIMEOUT_OBSERVATION not in "".join(t.text for t in e.turns) for e in eps)
+
+
+def test_subagent_tool_calls_overlap_and_time_out():
+    """A stage's sub-agents on one worker wait for their (slow) searches side by side, in the
+    worker's tool pool; a call past `tool_timeout_s` is `err timeout` and the sub-agent goes on."""
+    env = SwarmEnv(levels=(8,), latency_s=0.4)
+    task = env.sample(1, np.random.default_rng(5))[0]
+    attr, names = task.payload["attribute"], task.payload["entities"]
+    script = Script({f"{attr} {n}\n": f"?{n}\n" for n in names})
+
+    class Engine:
+        def generate(self, prompts, params, seed):
+            return script(prompts, seed)
+
+    specs = [SubagentSpec("a", attr, n, stage=0) for n in names]
+    params = SamplingParams(max_new_tokens=16)
+
+    def timed(budgets):
+        t0 = time.perf_counter()
+        subs = run_subagents(Engine(), TOK, env.call_tool, specs, params, budgets, seed=0)
+        return time.perf_counter() - t0, subs
+
+    side_by_side, subs = timed(Budgets(max_subagent_steps=1, tool_workers=8))
+    assert [s.turns[1].text for s in subs] == [f">{env.corpus.record(n)}\n" for n in names]
+    one_at_a_time, _ = timed(Budgets(max_subagent_steps=1, tool_workers=1))
+    assert side_by_side < 2 * 0.4 and one_at_a_time >= 8 * 0.4
+    late, subs = timed(Budgets(max_subagent_steps=2, tool_workers=8, tool_timeout_s=0.1, lockstep_s=0.05))
+    assert all(s.turns[1].text == f">{TIMEOUT_OBSERVATION}\n" and len(s.turns) == 4 for s in subs)  # went on to a second turn
+    assert late < 2 * 0.4
+
+
+def test_an_orchestrator_observation_waits_for_its_own_tool_calls():
+    """`observation_when_done`: the turn's items in order once its running calls finish; a call
+    that raised is an `err` item; with nothing running, the Step at once."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from rollout.swarm.runtime import observation_when_done
+
+    assert observation_when_done(["kob 42", "ok"]).observation == "kob 42;ok"
+    gate = threading.Event()
+    with ThreadPoolExecutor(2) as pool:
+        slow = pool.submit(lambda: gate.wait(5) and "age 42 pin 17")
+        bad = pool.submit(lambda: 1 / 0)
+        out = observation_when_done(["kob 42", slow, bad])
+        assert not out.done() and out.running()  # running: the turn loop's timeout counts from now
+        gate.set()
+        assert out.result(timeout=5).observation == "kob 42;age 42 pin 17;err ZeroDivisionError"

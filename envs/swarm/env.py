@@ -1,7 +1,10 @@
 """The `swarm` environment: "for each of these N entities, find attribute X", N = the level.
 
-A task names an attribute and N entities of a generated corpus (`envs.swarm.corpus`); the
-answer is the table `name value,...`, scored by item-level F1 (`Verdict.score`; `passed` when
+A task names an attribute, the width N and N entities of a generated corpus
+(`envs.swarm.corpus`): `age 4: kob tam ril sut`. The entities are the task's items: an
+assignment may point at them by index (`@a 1-4`, `envs.actions`), which is why the prompt states
+N (a policy this small cannot count 16 names reliably, and copying them is what failed at width
+8: see docs/parl.md). The answer is the table `name value,...`, scored by item-level F1 (`Verdict.score`; `passed` when
 F1 == 1). The work decomposes into N independent look-ups, each one `search` call, so it can
 be done serially by the orchestrator with its own tools or in parallel by sub-agents.
 
@@ -27,7 +30,7 @@ from envs.swarm.answer import format_table, item_f1, parse_table
 from envs.swarm.corpus import ATTRIBUTES, Corpus
 from envs.swarm.tools import calc, search
 
-LEVELS = tuple(range(1, 9))  # task width N
+LEVELS = tuple(range(1, 17))  # task width N
 
 
 class SwarmEnv:
@@ -67,7 +70,7 @@ class SwarmEnv:
         width = self.levels[int(rng.integers(len(self.levels)))]
         attr = ATTRIBUTES[int(rng.integers(len(ATTRIBUTES)))]
         names = [pool[i] for i in rng.choice(len(pool), size=width, replace=False)]
-        prompt = f"{attr} {' '.join(names)}\n"
+        prompt = f"{attr} {width}: {' '.join(names)}\n"
         answer = {n: self.corpus.facts[n][attr] for n in names}
         return Task(
             id=f"swarm/{stable_hash(prompt):016x}",
@@ -81,6 +84,10 @@ class SwarmEnv:
 
     def eval_tasks(self, n: int | None = None) -> list[Task]:
         return self._eval_stream.first(self.eval_size if n is None else n)
+
+    def items(self, task: Task) -> list[str]:
+        """The list the prompt shows, in order: what an index assignment (`@a 2`, `@a 1-4`) points at."""
+        return task.payload["entities"]
 
     # ------------------------------------------------------------------ verifier
 
@@ -121,9 +128,10 @@ class SwarmEnv:
         return looks + self.oracle(task)
 
     def parallel_transcript(self, task: Task) -> str:
-        """One stage: a sub-agent role per attribute, one instance per entity, then the answer."""
+        """One stage: a sub-agent role per attribute, one instance per entity (`@a 1-N`: every item
+        by index), then the answer."""
         p = task.payload
-        actions = [f"{S.SPAWN}a {p['attribute']}"] + [f"{S.ASSIGN}a {n}" for n in p["entities"]]
+        actions = [f"{S.SPAWN}a {p['attribute']}", f"{S.ASSIGN}a 1-{p['level']}"]
         results = [f"{n} {v}" for n, v in p["answer"].items()]
         return S.SEP.join(actions) + "\n" + S.observation(results) + self.oracle(task)
 
@@ -152,7 +160,7 @@ class SwarmEnv:
         return out
 
     def alphabet(self) -> str:
-        return "abcdefghijklmnopqrstuvwxyz0123456789 +@?#=>;,\n"
+        return "abcdefghijklmnopqrstuvwxyz0123456789 +@?#=>;,:-\n"
 
 
 def transcript_segments(completion: str) -> list[list]:

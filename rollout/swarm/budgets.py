@@ -15,3 +15,6 @@ class Budgets:
     max_subagent_steps: int = 3  # sub-agent turns; a sub-agent that has not answered by then fails
     max_total_tokens: int = 256  # orchestrator transcript (prompt + turns + observations)
     max_subagent_tokens: int = 96  # one sub-agent's transcript
+    tool_workers: int = 16  # tool calls run at once, per process (the driver's orchestrators, each worker's sub-agents)
+    tool_timeout_s: float = 30.0  # a tool call (sub-agent) or a turn's own calls (orchestrator) running longer: `err timeout`
+    lockstep_s: float = 1.0  # how long a round's episodes wait for each other's tool calls (rollout.turn_loop)

@@ -2,7 +2,8 @@
 
 A batch of sub-agents advances in lock step through the turn loop (`rollout.turn_loop`): each
 round generates the next turn of every live sub-agent in one engine call, parses it, runs its
-tool or takes its answer. A sub-agent ends with `finish_reason` "stop" when it answers, "length"
+tool (in a thread pool of `budgets.tool_workers`, each call timed out at `tool_timeout_s`) or
+takes its answer. A sub-agent ends with `finish_reason` "stop" when it answers, "length"
 when it runs out of steps or tokens, and "error" if something raised; only an answer is a usable
 result.
 """
@@ -10,11 +11,12 @@ result.
 from __future__ import annotations
 
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable
 
 from envs import syntax as S
-from envs.actions import tool_step
+from envs.actions import ParseError, ToolCall, parse_subagent_turn, tool_step
 from envs.base import Step
 from rollout.engines.base import SamplingParams
 from rollout.episode import Episode
@@ -60,20 +62,36 @@ def run_subagents(
             )
         )
 
-    def act(turns: list[tuple[int, str]]) -> list[Step]:
-        out = [tool_step(text, call_tool) for _, text in turns]  # = SwarmEnv.step
-        for (i, _), step in zip(turns, out):
+    pool = ThreadPoolExecutor(max_workers=budgets.tool_workers, thread_name_prefix="subagent-tool")
+
+    def act(turns: list[tuple[int, str]]) -> list[Step | Future]:
+        """= `SwarmEnv.step`; tool calls run in the pool, so a stage's sub-agents wait for their
+        tools side by side, not one after another."""
+        out: list[Step | Future] = []
+        for i, text in turns:
+            try:
+                action = parse_subagent_turn(text)
+            except ParseError:
+                action = None
+            if isinstance(action, ToolCall):
+                out.append(pool.submit(tool_step, text, call_tool))
+                continue
+            step = tool_step(text, call_tool)  # an answer or a malformed turn: no tool runs
             if step.answer is not None:
                 episodes[i].verdict = {"usable": True, "answer": step.answer}
+            out.append(step)
         return out
 
+    loop_budgets = LoopBudgets(
+        max_turns=budgets.max_subagent_steps, max_total_tokens=budgets.max_subagent_tokens, tool_timeout_s=budgets.tool_timeout_s, lockstep_s=budgets.lockstep_s
+    )
     try:
         run_turns(
             episodes,
             lambda prompts, step: engine.generate(prompts, params, seed * 131 + step),
             act,
             tokenizer,
-            LoopBudgets(max_turns=budgets.max_subagent_steps, max_total_tokens=budgets.max_subagent_tokens),
+            loop_budgets,
             params.max_new_tokens,
             trainable=False,
         )
@@ -81,6 +99,8 @@ def run_subagents(
         for ep in episodes:
             if not ep.finish_reason:
                 ep.finish_reason, ep.verdict = "error", {"usable": False, "error": f"{type(e).__name__}: {e}"}
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
     for ep in episodes:
         if not ep.finish_reason:
             ep.finish_reason = "length"
