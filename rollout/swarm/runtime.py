@@ -96,16 +96,9 @@ class SwarmRollout:
                 results.append(observation_when_done(obs))
             return results
 
+        loop_budgets = LoopBudgets(max_turns=b.max_stages, max_total_tokens=b.max_total_tokens, tool_timeout_s=b.tool_timeout_s, lockstep_s=b.lockstep_s)
         try:
-            run_turns(
-                episodes,
-                generate,
-                act,
-                tokenizer,
-                LoopBudgets(max_turns=b.max_stages, max_total_tokens=b.max_total_tokens, tool_timeout_s=b.tool_timeout_s, lockstep_s=b.lockstep_s),
-                params.max_new_tokens,
-                stamp_stages=True,
-            )
+            run_turns(episodes, generate, act, tokenizer, loop_budgets, params.max_new_tokens, stamp_stages=True)
         finally:
             pool.shutdown(wait=False, cancel_futures=True)
         per_episode = (time.perf_counter() - t0) / max(1, len(episodes))
