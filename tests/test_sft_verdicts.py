@@ -32,7 +32,8 @@ def test_verdict_labels_are_the_checkers_and_the_policy_learns_the_tag(tmp_path)
     from rollout.engines.base import SamplingParams
     from rollout.engines.hf import HFEngine
 
-    cfg = config(tmp_path, self_verdict_problems=1536, self_verdict_samples=4)
+    # 1536 problems (96 verdict steps) sat at the edge: every tag well formed on one 2-core machine, none on another; 2048 and 3072 gave 24/24 there
+    cfg = config(tmp_path, self_verdict_problems=3072, self_verdict_samples=4)
     env = make_env("math", **env_kwargs(cfg))
     base = run_sft(cfg.model_copy(update={"sft": cfg.sft.model_copy(update={"self_verdict_problems": 0})}), env)
 
