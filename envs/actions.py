@@ -147,6 +147,15 @@ def item_refs(task: str) -> range | None:
     return range(first, last + 1) if 1 <= first <= last else range(0)
 
 
+def is_tool_call(text: str) -> bool:
+    """Whether a single-agent turn is a well-formed tool call (the one kind of turn whose step
+    may be slow: runtimes run those beside the loop)."""
+    try:
+        return isinstance(parse_subagent_turn(text), ToolCall)
+    except ParseError:
+        return False
+
+
 def tool_step(text: str, call_tool) -> Step:
     """`Env.step` of a single agent with tools: one action per turn, a tool call or an answer.
     A malformed turn (or a spawn) is the observation `err <reason>`."""

@@ -17,7 +17,7 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
-from envs.actions import ParseError, ToolCall, parse_subagent_turn
+from envs.actions import is_tool_call
 from envs.base import Step, Task
 from rollout import worker as rollout_worker
 from rollout.engines.base import SamplingParams
@@ -80,11 +80,7 @@ def play(env, episodes: list[Episode], owner: list[Task], generate: Generate, to
         out: list[Step | Future] = []
         for i, text in turns:
             task = owner[i]
-            try:
-                is_call = isinstance(parse_subagent_turn(text), ToolCall)
-            except ParseError:
-                is_call = False
-            if not is_call:  # an answer or a malformed line: the env's reply needs no tool
+            if not is_tool_call(text):  # an answer or a malformed line: the env's reply needs no tool
                 out.append(env.step(task, text))
             elif calls[i] >= b.max_tool_calls:
                 out.append(Step(observation=NO_CALLS_LEFT))

@@ -4,8 +4,8 @@ A task names an attribute, the width N and N entities of a generated corpus
 (`envs.swarm.corpus`): `age 4: kob tam ril sut`. The entities are the task's items: an
 assignment may point at them by index (`@a 1-4`, `envs.actions`), which is why the prompt states
 N (a policy this small cannot count 16 names reliably, and copying them is what failed at width
-8: see docs/parl.md). The answer is the table `name value,...`, scored by item-level F1 (`Verdict.score`; `passed` when
-F1 == 1). The work decomposes into N independent look-ups, each one `search` call, so it can
+8: see docs/parl.md). The answer is the table `name value,...`, scored by item-level F1
+(`Verdict.score`; `passed` when F1 == 1). The work decomposes into N independent look-ups, each one `search` call, so it can
 be done serially by the orchestrator with its own tools or in parallel by sub-agents.
 
 Held-out split by entity: an entity is held out by a stable hash of its name, training tasks

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from rollout.turn_loop import LoopBudgets
+
 
 @dataclass(frozen=True)
 class Budgets:
@@ -18,3 +20,7 @@ class Budgets:
     tool_workers: int = 16  # tool calls run at once, per process (the driver's orchestrators, each worker's sub-agents)
     tool_timeout_s: float = 30.0  # a tool call (sub-agent) or a turn's own calls (orchestrator) running longer: `err timeout`
     lockstep_s: float = 1.0  # how long a round's episodes wait for each other's tool calls (rollout.turn_loop)
+
+    def loop(self, max_turns: int, max_total_tokens: int) -> LoopBudgets:
+        """The turn loop's budgets for one kind of agent (orchestrator or sub-agent)."""
+        return LoopBudgets(max_turns=max_turns, max_total_tokens=max_total_tokens, tool_timeout_s=self.tool_timeout_s, lockstep_s=self.lockstep_s)

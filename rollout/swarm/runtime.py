@@ -31,7 +31,7 @@ from rollout.swarm.stage import run_stage
 from rollout.swarm.subagent import result_of
 from rollout.swarm.turn import execute_turn
 from rollout.transcript import encode, line_params
-from rollout.turn_loop import LoopBudgets, run_turns
+from rollout.turn_loop import run_turns
 
 
 class SwarmRollout:
@@ -96,16 +96,14 @@ class SwarmRollout:
                 results.append(observation_when_done(obs))
             return results
 
-        loop_budgets = LoopBudgets(max_turns=b.max_stages, max_total_tokens=b.max_total_tokens, tool_timeout_s=b.tool_timeout_s, lockstep_s=b.lockstep_s)
         try:
-            run_turns(episodes, generate, act, tokenizer, loop_budgets, params.max_new_tokens, stamp_stages=True)
+            run_turns(episodes, generate, act, tokenizer, b.loop(b.max_stages, b.max_total_tokens), params.max_new_tokens, stamp_stages=True)
         finally:
             pool.shutdown(wait=False, cancel_futures=True)
         per_episode = (time.perf_counter() - t0) / max(1, len(episodes))
         for ep in episodes:
             ep.timings.update({"rollout_s": per_episode, "subagent_stage_s": stage_s / max(1, len(episodes))})
         return episodes
-
 
 
 def observation_when_done(items: list) -> Step | Future:

@@ -16,13 +16,13 @@ from dataclasses import dataclass
 from typing import Callable
 
 from envs import syntax as S
-from envs.actions import ParseError, ToolCall, parse_subagent_turn, tool_step
+from envs.actions import is_tool_call, tool_step
 from envs.base import Step
 from rollout.engines.base import SamplingParams
 from rollout.episode import Episode
 from rollout.swarm.budgets import Budgets
 from rollout.transcript import encode
-from rollout.turn_loop import LoopBudgets, run_turns
+from rollout.turn_loop import run_turns
 
 
 @dataclass(frozen=True)
@@ -69,11 +69,7 @@ def run_subagents(
         tools side by side, not one after another."""
         out: list[Step | Future] = []
         for i, text in turns:
-            try:
-                action = parse_subagent_turn(text)
-            except ParseError:
-                action = None
-            if isinstance(action, ToolCall):
+            if is_tool_call(text):
                 out.append(pool.submit(tool_step, text, call_tool))
                 continue
             step = tool_step(text, call_tool)  # an answer or a malformed turn: no tool runs
@@ -82,16 +78,13 @@ def run_subagents(
             out.append(step)
         return out
 
-    loop_budgets = LoopBudgets(
-        max_turns=budgets.max_subagent_steps, max_total_tokens=budgets.max_subagent_tokens, tool_timeout_s=budgets.tool_timeout_s, lockstep_s=budgets.lockstep_s
-    )
     try:
         run_turns(
             episodes,
             lambda prompts, step: engine.generate(prompts, params, seed * 131 + step),
             act,
             tokenizer,
-            loop_budgets,
+            budgets.loop(budgets.max_subagent_steps, budgets.max_subagent_tokens),
             params.max_new_tokens,
             trainable=False,
         )

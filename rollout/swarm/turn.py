@@ -60,10 +60,10 @@ def execute_turn(
                 continue
             tasks = [action.task] if refs is None else [items[k - 1] for k in refs]
             for name in action.names:
+                if name not in roles:
+                    out.items.append(f"err no agent {name}")
+                    continue
                 for task in tasks:
-                    if name not in roles:
-                        out.items.append(f"err no agent {name}")
-                        break
                     if len(out.specs) >= budgets.max_subagents_per_stage:
                         out.items.append(f"{task} fail")
                     else:
